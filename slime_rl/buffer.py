@@ -1,0 +1,206 @@
+"""Durable trajectory buffer on Redis Streams.
+
+One stream entry holds one TrajectoryGroup. Consumers (trainer ranks) read through a consumer group; an entry
+is acknowledged (XACK + XDEL + its trajectory ids added to the `trained` set, in one MULTI) only after the
+optimizer step that used it commits. Entries left pending by a dead consumer are taken over with XAUTOCLAIM;
+a redelivered trajectory whose id is already in `trained` is skipped, so nothing is trained twice. Malformed
+entries go to the dead-letter stream with the reason. Producers wait while the stream holds `high_water`
+untrained entries.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .config import BufferConfig
+from .trajectory import TrajectoryError, TrajectoryGroup
+
+
+class BufferFullError(TimeoutError):
+    pass
+
+
+@dataclass
+class BufferEntry:
+    entry_id: str
+    group: TrajectoryGroup
+
+
+@dataclass
+class BufferStats:
+    depth: int  # entries in the stream not yet trained (undelivered + pending)
+    pending: int  # delivered to a consumer, not yet acknowledged
+    produced: int
+    consumed: int
+    dead_lettered: int
+    duplicates: int
+
+
+def connect(url: str, retries: int = 20) -> redis.Redis:
+    """A client that reconnects with exponential backoff (Redis restarts are survived, not fatal)."""
+    return redis.Redis.from_url(
+        url, retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
+        health_check_interval=10,
+    )
+
+
+class TrajectoryBuffer:
+    def __init__(self, cfg: BufferConfig, url: str, consumer: str | None = None):
+        self.cfg = cfg
+        self.url = url
+        self.consumer = consumer or f"{socket.gethostname()}-{id(self):x}"
+        self.r = connect(url)
+        s = cfg.stream
+        self.k_dead, self.k_counters, self.k_trained = f"{s}:dead", f"{s}:counters", f"{s}:trained"
+        self._own_pending_checked = False
+        self._ensure_group()
+
+    # --- setup ---------------------------------------------------------------------------------------
+    def _ensure_group(self) -> None:
+        try:
+            self.r.xgroup_create(self.cfg.stream, self.cfg.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def close(self) -> None:
+        self.r.close()
+
+    # --- producer side -------------------------------------------------------------------------------
+    def put(self, group: TrajectoryGroup, timeout: float | None = None) -> str:
+        return self.put_raw(group.to_bytes(), group.group_id, timeout)
+
+    def put_raw(self, payload: bytes, group_id: str = "", timeout: float | None = None) -> str:
+        """Append an encoded group, waiting while the buffer is at its high-water mark."""
+        self.wait_for_room(timeout)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(self.cfg.stream, {"data": payload, "gid": group_id})
+        pipe.hincrby(self.k_counters, "produced", 1)
+        entry_id, _ = pipe.execute()
+        return entry_id.decode()
+
+    def wait_for_room(self, timeout: float | None = None) -> None:
+        timeout = self.cfg.put_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while self.r.xlen(self.cfg.stream) >= self.cfg.high_water:
+            if time.monotonic() >= deadline:
+                raise BufferFullError(
+                    f"buffer {self.cfg.stream!r} stayed at its high-water mark ({self.cfg.high_water} entries) "
+                    f"for {timeout:.1f}s: the trainer is not draining it")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    # --- consumer side -------------------------------------------------------------------------------
+    def read(self, count: int, block_ms: int = 1000) -> list[BufferEntry]:
+        """Up to `count` valid, never-trained groups: own leftovers first, then claimed, then new entries."""
+        raw: list[tuple[bytes, dict]] = []
+        try:
+            raw += self._read_own_pending(count)
+            if len(raw) < count:
+                raw += self._claim_dead(count - len(raw))
+            if len(raw) < count:
+                raw += self._read_new(count - len(raw), block_ms if not raw else 0)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._ensure_group()  # Redis came back without its data: start the group again
+            return []
+        return self._admit(raw)
+
+    def _read_own_pending(self, count: int) -> list[tuple[bytes, dict]]:
+        if self._own_pending_checked:
+            return []
+        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: "0"}, count=count)
+        entries = got[0][1] if got else []
+        if len(entries) < count:
+            self._own_pending_checked = True
+        return [(eid, fields) for eid, fields in entries if fields]
+
+    def _claim_dead(self, count: int) -> list[tuple[bytes, dict]]:
+        _, claimed, deleted = self.r.xautoclaim(
+            self.cfg.stream, self.cfg.group, self.consumer, self.cfg.claim_idle_ms, "0-0", count=count)
+        return [(eid, fields) for eid, fields in claimed if fields]
+
+    def _read_new(self, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
+        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: ">"}, count=count,
+                                block=block_ms or None)
+        return list(got[0][1]) if got else []
+
+    def _admit(self, raw: list[tuple[bytes, dict]]) -> list[BufferEntry]:
+        out: list[BufferEntry] = []
+        seen: set[str] = set()
+        for eid, fields in raw:
+            entry_id = eid.decode()
+            try:
+                group = TrajectoryGroup.from_bytes(fields.get(b"data", b""), self.cfg.max_entry_bytes)
+            except TrajectoryError as exc:
+                self._dead_letter(entry_id, fields, str(exc))
+                continue
+            ids = [t.id for t in group.trajectories]
+            trained = self.r.smismember(self.k_trained, ids)
+            fresh = [t for t, done in zip(group.trajectories, trained) if not done and t.id not in seen]
+            if not fresh:
+                self._drop(entry_id, "duplicates")
+                continue
+            seen.update(t.id for t in fresh)
+            group.trajectories = fresh
+            out.append(BufferEntry(entry_id, group))
+        return out
+
+    def _dead_letter(self, entry_id: str, fields: dict, reason: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(self.k_dead, {"reason": reason, "entry_id": entry_id, "consumer": self.consumer,
+                                "data": fields.get(b"data", b"")})
+        pipe.xack(self.cfg.stream, self.cfg.group, entry_id)
+        pipe.xdel(self.cfg.stream, entry_id)
+        pipe.hincrby(self.k_counters, "dead_lettered", 1)
+        pipe.execute()
+
+    def _drop(self, entry_id: str, counter: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xack(self.cfg.stream, self.cfg.group, entry_id)
+        pipe.xdel(self.cfg.stream, entry_id)
+        pipe.hincrby(self.k_counters, counter, 1)
+        pipe.execute()
+
+    def ack(self, entries: list[BufferEntry]) -> None:
+        """Commit: call only after the optimizer step that used these entries has been applied."""
+        if not entries:
+            return
+        ids = [e.entry_id for e in entries]
+        traj_ids = [t.id for e in entries for t in e.group.trajectories]
+        pipe = self.r.pipeline(transaction=True)
+        pipe.sadd(self.k_trained, *traj_ids)
+        pipe.xack(self.cfg.stream, self.cfg.group, *ids)
+        pipe.xdel(self.cfg.stream, *ids)
+        pipe.hincrby(self.k_counters, "consumed", len(entries))
+        pipe.execute()
+
+    def is_trained(self, trajectory_id: str) -> bool:
+        return bool(self.r.sismember(self.k_trained, trajectory_id))
+
+    # --- observation ---------------------------------------------------------------------------------
+    def stats(self) -> BufferStats:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xlen(self.cfg.stream)
+        pipe.xpending(self.cfg.stream, self.cfg.group)
+        pipe.hgetall(self.k_counters)
+        depth, pending, counters = pipe.execute()
+        c = {k.decode(): int(v) for k, v in counters.items()}
+        return BufferStats(depth=depth, pending=pending["pending"], produced=c.get("produced", 0),
+                           consumed=c.get("consumed", 0), dead_lettered=c.get("dead_lettered", 0),
+                           duplicates=c.get("duplicates", 0))
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        out = []
+        for eid, fields in self.r.xrange(self.k_dead, count=count):
+            out.append({"id": eid.decode(), "reason": fields[b"reason"].decode(),
+                        "entry_id": fields[b"entry_id"].decode()})
+        return out

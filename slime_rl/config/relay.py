@@ -1,0 +1,13 @@
+from pydantic import Field
+
+from .base import Section
+
+
+class RelayConfig(Section):
+    """Weight relay: how often the trainer publishes, how relays fan out."""
+
+    push_every: int = Field(1, ge=1, description="publish weights every K trainer steps")
+    num_relays: int = Field(1, ge=1)
+    fanout: int = Field(2, ge=1, description="children per relay in the fan-out tree")
+    chunk_bytes: int = Field(8 * 1024 * 1024, ge=4096)
+    keep_versions: int = Field(2, ge=1)

@@ -1,0 +1,22 @@
+from pydantic import Field
+
+from .base import Section
+
+
+class SamplingConfig(Section):
+    max_new_tokens: int = Field(64, ge=1, le=131072)
+    temperature: float = Field(1.0, ge=0.0, le=10.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1)
+
+
+class RolloutConfig(Section):
+    """Rollout workers: how many, group size, over-provisioning and partial rollouts."""
+
+    num_workers: int = Field(1, ge=1, le=1024)
+    group_size: int = Field(4, ge=1, le=1024, description="samples per prompt (n)")
+    groups_per_step: int = Field(4, ge=1, description="groups the trainer consumes per optimizer step")
+    concurrency: int = Field(16, ge=1, description="requests in flight per worker")
+    over_provision: float = Field(1.0, ge=1.0, le=4.0, description="groups started / groups needed per step")
+    partial_rollouts: bool = True
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)

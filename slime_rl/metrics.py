@@ -1,0 +1,71 @@
+"""Metrics from every component: one record type, written to a capped Redis stream (the dashboard's live feed)
+and to `metrics.jsonl` in the run directory (the durable record).
+
+Record: {"t": unix time, "source": "trainer-0", "kind": "trainer", "step": 3, ...values}.
+Kinds in use: rollout, trainer, buffer, relay, engine, sandbox, eval, trajectory (a sample for the viewer).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+METRICS_STREAM = "slime:metrics"
+METRICS_MAXLEN = 20000
+
+
+class MetricsSink:
+    def __init__(self, source: str, redis_url: str | None = None, run_dir: str | Path | None = None,
+                 stream: str = METRICS_STREAM):
+        self.source = source
+        self.stream = stream
+        self.r = redis.Redis.from_url(redis_url) if redis_url else None
+        self.path = Path(run_dir) / "metrics.jsonl" if run_dir else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, kind: str, values: dict[str, Any], step: int | None = None) -> dict[str, Any]:
+        record = {"t": time.time(), "source": self.source, "kind": kind, **({"step": step} if step is not None else {}),
+                  **values}
+        line = json.dumps(record, default=_jsonable)
+        if self.path:
+            # one write() per record on an O_APPEND fd: lines from several processes never interleave
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+        if self.r is not None:
+            try:
+                self.r.xadd(self.stream, {"json": line}, maxlen=METRICS_MAXLEN, approximate=True)
+            except redis.RedisError:
+                pass  # metrics must never take a component down; the JSONL copy remains
+        return record
+
+    def close(self) -> None:
+        if self.r is not None:
+            self.r.close()
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def read_metrics(r: redis.Redis, since_id: str = "0-0", count: int = 1000,
+                 stream: str = METRICS_STREAM) -> tuple[str, list[dict[str, Any]]]:
+    """Records after `since_id`; returns the last id read (pass it back to get only newer ones)."""
+    out, last = [], since_id
+    for eid, fields in r.xrange(stream, min=f"({since_id}" if since_id != "0-0" else "-", count=count):
+        last = eid.decode()
+        out.append(json.loads(fields[b"json"]))
+    return last, out
