@@ -58,6 +58,7 @@ class TrajectoryBuffer:
         self.r = connect(url)
         s = cfg.stream
         self.k_dead, self.k_counters, self.k_trained = f"{s}:dead", f"{s}:counters", f"{s}:trained"
+        self.k_version = f"{s}:policy_version"
         self._own_pending_checked = False
         self._ensure_group()
 
@@ -182,6 +183,14 @@ class TrajectoryBuffer:
         pipe.xdel(self.cfg.stream, *ids)
         pipe.hincrby(self.k_counters, "consumed", len(entries))
         pipe.execute()
+
+    # --- the trainer's policy version, read by rollout workers for staleness control -----------------------
+    def set_policy_version(self, version: int) -> None:
+        self.r.set(self.k_version, int(version))
+
+    def policy_version(self) -> int:
+        raw = self.r.get(self.k_version)
+        return int(raw) if raw is not None else 0
 
     def is_trained(self, trajectory_id: str) -> bool:
         return bool(self.r.sismember(self.k_trained, trajectory_id))

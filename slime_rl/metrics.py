@@ -2,7 +2,20 @@
 and to `metrics.jsonl` in the run directory (the durable record).
 
 Record: {"t": unix time, "source": "trainer-0", "kind": "trainer", "step": 3, ...values}.
-Kinds in use: rollout, trainer, buffer, relay, engine, sandbox, eval, trajectory (a sample for the viewer).
+Kinds and their fields (the dashboard reads these names):
+  rollout    (rollout workers)  engine, tokens, dt_s, tokens_per_s, trajectories, groups, reward_mean,
+                                response_len_mean, aborted, failed
+  trajectory (rollout workers)  id, group_id, env, status, reward, length, text, prompt_ids, response_ids,
+                                loss_mask, versions   (a sample of finished trajectories, for the viewer)
+  trainer    (trainer)          version, loss, masked_frac, clip_frac, logp_diff_mean, tokens_per_s,
+                                step_time_s, grad_norm, reward_mean, staleness_hist {lag: count},
+                                kept, dropped_stale, padded
+  buffer     (trainer/launcher) depth, pending, produced, consumed, dead_lettered
+  relay      (relay)            version, publish_s, blocked_s, propagation_s, engine_versions {url: v},
+                                sync_s {url: seconds}
+  sandbox    (judge)            executions, failures, latency_s_mean
+  eval       (launcher)         reward_mean, samples
+Control actions from the dashboard go to the stream `slime:control` as {"action": ..., "t": ...}.
 """
 from __future__ import annotations
 
@@ -16,6 +29,7 @@ import redis
 
 METRICS_STREAM = "slime:metrics"
 METRICS_MAXLEN = 20000
+CONTROL_STREAM = "slime:control"
 
 
 class MetricsSink:
