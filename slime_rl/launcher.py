@@ -1,0 +1,81 @@
+"""`slime-rl train`: start the run's components, evaluate, run the async or sync loop, evaluate again,
+print a summary, and stop everything that was started."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .config import RunConfig, load_config
+from .env_api import load_env_class
+from .loops import async_loop, evaluate, sync_loop
+from .run_context import RunContext
+from .summary import summarize
+
+console = Console()
+
+
+def eval_samples(cfg: RunConfig) -> list[dict[str, Any]]:
+    env_cls = load_env_class(cfg.env.name)
+    samples = env_cls.load_dataset(cfg.env.eval_dataset, split="eval", **cfg.env.kwargs)
+    return samples[: cfg.eval_samples]
+
+
+def train(cfg: RunConfig, resume: Path | None = None) -> int:
+    if resume is not None:
+        # the run directory holds the config it was started with; command-line overrides are not re-applied
+        cfg = load_config(resume / "config.yaml")
+        cfg.run_dir = resume
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=run_dir / "logs" / "launcher.log" if (run_dir / "logs").exists() else None,
+                        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    started = time.time()
+    with RunContext(cfg, run_dir, resume=resume is not None) as ctx:
+        console.print(f"[bold]slime-rl[/] {cfg.mode} run in {run_dir}  engines={ctx.engine_urls}")
+        if ctx.dashboard is not None:
+            console.print(f"dashboard: [link={ctx.dashboard.url}]{ctx.dashboard.url}[/link]")
+        held_out = eval_samples(cfg)
+        before = evaluate(ctx, held_out)
+        console.print(f"held-out reward before training: {before['reward_mean']:.3f} ({before['samples']} prompts)")
+        loop = async_loop if cfg.mode == "async" else sync_loop
+        with _progress(cfg) as (progress, task):
+            def on_step(m: dict[str, Any]) -> None:
+                progress.update(task, advance=1, reward=m.get("reward_mean", float("nan")),
+                                tps=m.get("tokens_per_s", 0.0), version=m.get("version", 0))
+            history = loop(ctx, on_step)
+        after = evaluate(ctx, held_out)
+        rollout_stats = ctx.rollout_stats()
+        summary = summarize(cfg, history, before, after, rollout_stats, time.time() - started, ctx.restarts)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _print_summary(summary)
+    return 0
+
+
+class _progress:
+    def __init__(self, cfg: RunConfig):
+        self.progress = Progress(TextColumn("[bold blue]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                 TextColumn("reward {task.fields[reward]:.3f}"), TextColumn("{task.fields[tps]:.0f} tok/s"),
+                                 TextColumn("v{task.fields[version]}"), TimeElapsedColumn(), console=console)
+        self.total = cfg.trainer.max_steps
+
+    def __enter__(self):
+        self.progress.start()
+        task = self.progress.add_task("train", total=self.total, reward=float("nan"), tps=0.0, version=0)
+        return self.progress, task
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    console.rule("summary")
+    for key, value in s.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        console.print(f"{key:>32}: {value}")

@@ -1,0 +1,79 @@
+"""The two training loops. They differ only in where the wait for rollouts sits (as in slime):
+async: workers produce continuously (bounded by staleness tau) while the trainer steps;
+sync: generate a step's groups, wait, train, push, wait for the engines to hold the new weights."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import ray
+
+from .run_context import RunContext
+
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+def push_weights(ctx: RunContext, wait: bool) -> dict[str, Any]:
+    """The trainer publishes once to its relay and goes back to work; `wait` makes it a barrier (sync mode)."""
+    receipt = ray.get(ctx.trainer.publish_weights.remote(ctx.relay.publisher()))
+    if wait:
+        receipt["propagation_s"] = ctx.relay.wait_for_version(receipt["version"], timeout=600)
+    return receipt
+
+
+def async_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
+    cfg = ctx.cfg
+    producing = {w: w.run.remote() for w in ctx.workers}
+    history = []
+    for _ in range(cfg.trainer.max_steps):
+        _restart_dead_workers(ctx, producing)
+        metrics = ray.get(ctx.trainer.train_step.remote(timeout_s=600.0))
+        if metrics is None:
+            raise RuntimeError("no trajectories reached the trainer for 600 s: rollout is stuck (see logs/)")
+        if metrics["step"] % cfg.relay.push_every == 0:
+            metrics["push"] = push_weights(ctx, wait=False)
+        history.append(metrics)
+        on_step(metrics)
+    for w in ctx.workers:
+        w.stop.remote()
+    return history
+
+
+def sync_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
+    cfg = ctx.cfg
+    per_worker = _split(cfg.rollout.groups_per_step, len(ctx.workers))
+    history = []
+    for _ in range(cfg.trainer.max_steps):
+        ray.get([w.generate_groups.remote(n) for w, n in zip(ctx.workers, per_worker) if n])
+        metrics = ray.get(ctx.trainer.train_step.remote(timeout_s=600.0))
+        if metrics is None:
+            raise RuntimeError("sync step produced no trainable groups")
+        metrics["push"] = push_weights(ctx, wait=True)
+        history.append(metrics)
+        on_step(metrics)
+    return history
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _restart_dead_workers(ctx: RunContext, producing: dict) -> None:
+    """A worker actor that died is restarted by Ray (max_restarts); give it its job back."""
+    done, _ = ray.wait(list(producing.values()), timeout=0)
+    for w, ref in list(producing.items()):
+        if ref in done:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                ctx._count("rollout-worker")
+            except Exception as exc:  # a bug in a worker must be loud, not a silent stall
+                raise RuntimeError(f"rollout worker failed: {exc}") from exc
+            producing[w] = w.run.remote()
+
+
+def evaluate(ctx: RunContext, samples: list[dict]) -> dict[str, Any]:
+    started = time.time()
+    result = ray.get(ctx.eval_worker.evaluate.remote(samples, greedy=True))
+    result["eval_s"] = time.time() - started
+    return result

@@ -1,0 +1,182 @@
+"""Everything a run starts, in order, and stops in reverse: Redis, Ray, engines, relay, trainer, rollout
+workers, dashboard. This is the one place in core that imports the components."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, dump_config
+from .redis_server import EmbeddedRedis
+
+log = logging.getLogger("slime_rl.run")
+
+
+class RunContext:
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False):
+        self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        self.stack = ExitStack()
+        self.redis: EmbeddedRedis | None = None
+        self.redis_url = ""
+        self.engines: list[Any] = []  # EngineProcess handles (CPU / SGLang engines we started)
+        self.engine_urls: list[str] = []
+        self.relay = None
+        self.trainer = None
+        self.workers: list[Any] = []
+        self.eval_worker = None
+        self.dashboard = None
+        self._supervisor_stop = threading.Event()
+        self.restarts: dict[str, int] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def __enter__(self) -> RunContext:
+        try:
+            self._start()
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._supervisor_stop.set()
+        self.stack.close()
+
+    def _start(self) -> None:
+        cfg = self.cfg
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.run_dir / "config.yaml")
+        self._start_redis()
+        self._start_ray()
+        self._start_engines()
+        self._start_relay()
+        self._start_trainer()
+        self._start_workers()
+        if cfg.dashboard.enabled:
+            self._start_dashboard()
+        supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+        supervisor.start()
+
+    def _start_redis(self) -> None:
+        url = self.cfg.buffer.redis_url or os.environ.get("REDIS_URL")
+        if url:
+            self.redis_url = url
+            return
+        port_file = self.run_dir / "redis" / "port"
+        port = int(port_file.read_text()) if self.resume and port_file.exists() else None
+        self.redis = EmbeddedRedis(self.run_dir / "redis", port=port).start()
+        port_file.write_text(str(self.redis.port))
+        self.redis_url = self.redis.url
+        self.stack.callback(lambda: self.redis and self.redis.stop())
+        log.info("embedded redis-server at %s (AOF in %s)", self.redis_url, self.run_dir / "redis")
+
+    def _start_ray(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+        if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or an explicit cluster
+            ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": env}, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(8, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env})
+            self.stack.callback(ray.shutdown)
+
+    def _start_engines(self) -> None:
+        ecfg = self.cfg.engines
+        if ecfg.kind == "external":
+            if not ecfg.urls:
+                raise ValueError("engines.urls: kind=external needs at least one engine URL")
+            self.engine_urls = list(ecfg.urls)
+            return
+        from slime_rl.rollout.engine_launcher import launch_cpu_engine, launch_sglang_server
+
+        for i in range(ecfg.num_engines):
+            log_path = self.run_dir / "logs" / f"engine-{i}.log"
+            if ecfg.kind == "sglang":
+                proc = launch_sglang_server(self.cfg.model.path, port=None)
+            else:
+                proc = launch_cpu_engine(self.cfg.model.path, max_batch_size=ecfg.max_batch_size,
+                                         threads=ecfg.threads, log_path=log_path)
+            self.engines.append(proc)
+            self.stack.callback(proc.stop)
+        self.engine_urls = [e.url for e in self.engines]
+
+    def _start_relay(self) -> None:
+        from slime_rl.relay.group import RelayGroup
+
+        self.relay = RelayGroup.start(self.cfg.relay, self.redis_url, self.engine_urls, str(self.run_dir))
+        self.stack.callback(self.relay.stop)
+
+    def _start_trainer(self) -> None:
+        from slime_rl.trainer.actor import TrainerActor
+
+        import ray
+
+        self.trainer = TrainerActor.options(num_cpus=0, name=None).remote(
+            self.cfg, self.redis_url, str(self.run_dir), consumer="trainer-0", resume=self.resume)
+        self.stack.callback(lambda: ray.kill(self.trainer))
+
+    def _start_workers(self) -> None:
+        from slime_rl.rollout.worker import RolloutWorker
+
+        import ray
+
+        for i in range(self.cfg.rollout.num_workers):
+            w = RolloutWorker.options(num_cpus=0, max_restarts=3, max_task_retries=0).remote(
+                self.cfg, self.engine_urls, self.redis_url, i, str(self.run_dir))
+            self.workers.append(w)
+        self.eval_worker = RolloutWorker.options(num_cpus=0).remote(
+            self.cfg, self.engine_urls, self.redis_url, 1000, str(self.run_dir))
+
+        def _stop_workers():
+            for w in self.workers + [self.eval_worker]:
+                try:
+                    ray.get(w.stop.remote(), timeout=10)
+                except Exception:
+                    pass
+                ray.kill(w)
+        self.stack.callback(_stop_workers)
+
+    def _start_dashboard(self) -> None:
+        from slime_rl.dashboard.app import start_dashboard
+
+        d = self.cfg.dashboard
+        self.dashboard = start_dashboard(self.redis_url, run_dir=self.run_dir, host=d.host, port=d.port,
+                                         token=d.token)
+        self.stack.callback(self.dashboard.stop)
+
+    def rollout_stats(self) -> dict[str, Any]:
+        import ray
+
+        stats = ray.get([w.stats.remote() for w in self.workers])
+        tokens = sum(s.get("tokens", 0) for s in stats)
+        busy = max((s.get("active_s", 0.0) for s in stats), default=0.0)
+        return {"tokens": tokens, "tokens_per_s": tokens / busy if busy else 0.0, "per_worker": stats}
+
+    # --- supervision: restart what died, with the same address, so clients reconnect ------------------
+    def _supervise(self) -> None:
+        while not self._supervisor_stop.wait(1.0):
+            if self.redis and self.redis.proc and self.redis.proc.poll() is not None:
+                log.warning("redis-server exited; restarting on the same AOF")
+                self.redis = EmbeddedRedis(self.redis.data_dir, port=self.redis.port).start()
+                self._count("redis")
+            for i, eng in enumerate(self.engines):
+                if eng.proc.poll() is not None and not self._supervisor_stop.is_set():
+                    log.warning("engine %s exited; restarting", eng.url)
+                    self.engines[i] = eng.restart()
+                    self._count(f"engine-{i}")
+
+    def _count(self, what: str) -> None:
+        self.restarts[what] = self.restarts.get(what, 0) + 1
+
+
+def wait_ready(refs: list, timeout: float = 300.0) -> None:
+    import ray
+
+    deadline = time.monotonic() + timeout
+    ray.get(refs, timeout=max(1.0, deadline - time.monotonic()))

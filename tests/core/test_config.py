@@ -1,0 +1,54 @@
+import pytest
+
+from slime_rl.config import ConfigError, RunConfig, load_config, parse_overrides
+
+
+def test_defaults_are_valid_and_run_on_cpu():
+    cfg = RunConfig()
+    assert cfg.engines.kind == "cpu"
+    assert cfg.trainer.parallel.tensor == 1
+    assert cfg.loss.kind == "bilateral"
+
+
+def test_yaml_and_dotted_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("trainer:\n  lr: 1.0e-5\nrollout:\n  group_size: 8\n")
+    cfg = load_config(path, ["trainer.lr=2e-6", "loss.kind=tis", "rollout.sampling.temperature=0.7"])
+    assert cfg.trainer.lr == 2e-6
+    assert cfg.rollout.group_size == 8
+    assert cfg.loss.kind == "tis"
+    assert cfg.rollout.sampling.temperature == 0.7
+
+
+@pytest.mark.parametrize("override, path, words", [
+    ("trainer.lrr=1e-6", "trainer.lrr", "unknown key"),
+    ("rollout.group_size=many", "rollout.group_size", "integer"),
+    ("trainer.lr=-1", "trainer.lr", "greater than 0"),
+    ("loss.kind=ppo2", "loss.kind", "bilateral"),
+    ("rollout.sampling.top_p=1.5", "rollout.sampling.top_p", "less than or equal"),
+])
+def test_bad_values_name_the_dotted_path(override, path, words):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    paths = [p for p, _ in info.value.problems]
+    assert path in paths
+    assert words in str(info.value)
+
+
+def test_unknown_key_in_yaml_is_reported(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("buffer:\n  high_watermark: 3\n")
+    with pytest.raises(ConfigError, match=r"buffer\.high_watermark: unknown key"):
+        load_config(path)
+
+
+def test_malformed_override_is_rejected():
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        parse_overrides(["trainer.lr"])
+
+
+def test_yaml_must_be_a_mapping(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
