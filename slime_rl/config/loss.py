@@ -16,6 +16,6 @@ class LossConfig(Section):
     clip_low: float = Field(0.2, gt=0, lt=1, description="PPO clip for the clipped variants")
     clip_high: float = Field(0.28, gt=0)
     kl_coef: float = Field(0.0, ge=0)
-    advantage: Literal["grpo", "reinforce_pp", "gae"] = "grpo"
+    advantage: Literal["grpo", "reinforce_pp"] = "grpo"
     std_normalize: bool = True
     staleness_tau: int = Field(2, ge=0, description="max policy versions a trajectory may lag the trainer")

@@ -21,7 +21,7 @@ class TrainerConfig(Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)
     max_steps: int = Field(20, ge=1)
-    micro_batch_tokens: int = Field(4096, ge=16, description="token budget of one packed micro-batch")
+    micro_batch_tokens: int = Field(1024, ge=16, description="token budget of one packed micro-batch (attention is materialised: memory grows with its square)")
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     use_distributed_optimizer: bool = False
     reset_optimizer_on_push: bool = False
