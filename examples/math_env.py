@@ -36,8 +36,11 @@ class ArithmeticEnv(SingleTurnEnv):
     name = "arithmetic"
     instruction = "Answer with only the number."
 
+    system = "You are a concise math assistant."  # shorter than the template's default: fewer tokens per sample
+
     def prompt(self, sample: dict[str, Any]) -> Messages:
-        return [{"role": "user", "content": f"{sample['question']} {self.instruction}"}]
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": f"{sample['question']} {self.instruction}"}]
 
     def reward(self, sample: dict[str, Any], response_text: str) -> float:
         return float(last_number(response_text) == str(sample["answer"]))

@@ -49,9 +49,12 @@ def train(cfg: RunConfig, resume: Path | None = None) -> int:
                 progress.update(task, advance=1, reward=m.get("reward_mean", float("nan")),
                                 tps=m.get("tokens_per_s", 0.0), version=m.get("version", 0))
             history = loop(ctx, on_step)
-        after = evaluate(ctx, held_out)
         rollout_stats = ctx.rollout_stats()
-        summary = summarize(cfg, history, before, after, rollout_stats, time.time() - started, ctx.restarts)
+        if history and "push" in history[-1]:  # let the last push land before measuring the final policy
+            ctx.relay.wait_for_version(history[-1]["push"]["version"], timeout=600)
+        after = evaluate(ctx, held_out)
+        summary = summarize(cfg, history, before, after, rollout_stats, time.time() - started, ctx.restarts,
+                            ctx.buffer_stats(), ctx.relay.engine_versions())
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary)
     return 0

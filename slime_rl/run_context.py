@@ -150,6 +150,15 @@ class RunContext:
                                          token=d.token)
         self.stack.callback(self.dashboard.stop)
 
+    def buffer_stats(self) -> dict[str, int]:
+        from .buffer import TrajectoryBuffer
+
+        buf = TrajectoryBuffer(self.cfg.buffer, self.redis_url, consumer="launcher")
+        try:
+            return vars(buf.stats())
+        finally:
+            buf.close()
+
     def rollout_stats(self) -> dict[str, Any]:
         import ray
 

@@ -8,7 +8,8 @@ from .config import RunConfig
 
 
 def summarize(cfg: RunConfig, history: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any],
-              rollout: dict[str, Any], wall_s: float, restarts: dict[str, int]) -> dict[str, Any]:
+              rollout: dict[str, Any], wall_s: float, restarts: dict[str, int], buffer: dict[str, int],
+              engine_versions: dict[str, int]) -> dict[str, Any]:
     lags: Counter[int] = Counter()
     for m in history:
         for lag, count in (m.get("staleness_hist") or {}).items():
@@ -31,6 +32,11 @@ def summarize(cfg: RunConfig, history: list[dict[str, Any]], before: dict[str, A
         "staleness_hist": dict(sorted(lags.items())),
         "dropped_stale": sum(m.get("dropped_stale", 0) for m in history),
         "weight_pushes": sum(1 for m in history if "push" in m),
+        "last_pushed_version": max((m["push"]["version"] for m in history if "push" in m), default=0),
+        "engine_versions": engine_versions,
+        "trained_groups": sum(m.get("groups", 0) - m.get("dropped_groups", 0) for m in history),
+        "dropped_stale_groups": sum(m.get("dropped_groups", 0) for m in history),
+        "buffer": buffer,
         "restarts": restarts,
         "wall_s": wall_s,
     }

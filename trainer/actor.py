@@ -1,6 +1,7 @@
 """The trainer as a Ray actor: read a step's groups from the buffer, train, commit (ack), advance the version."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ class TrainerCore:
         from .policy import MegatronPolicy
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        torch.set_num_threads(cfg.trainer.threads or os.cpu_count() or 1)
         torch.manual_seed(cfg.trainer.seed)
         init_parallel(cfg.trainer.parallel.tensor, cfg.trainer.parallel.pipeline, seed=cfg.trainer.seed)
         dtype = getattr(torch, cfg.model.dtype)

@@ -27,6 +27,7 @@ class TrainerConfig(Section):
     reset_optimizer_on_push: bool = False
     checkpoint_every: int = Field(0, ge=0, description="0 disables periodic checkpoints")
     seed: int = 1234
+    threads: int = Field(0, ge=0, le=256, description="torch threads for the trainer (0: all cores)")
 
     @model_validator(mode="after")
     def _parallel_fits(self):

@@ -1,0 +1,104 @@
+"""One syncer per engine: hears of new versions on the Redis stream, pulls the newest complete one from its relay
+(or another relay if that one is dead or behind), checks it, and hands it to the engine, which swaps it in
+between decode steps. Only newer versions are ever pushed."""
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import ray
+
+from slime_rl.metrics import MetricsSink
+
+from .versions import IntegrityError, Manifest, verify
+from .worker import WEIGHTS_STREAM
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class EngineSyncer:
+    def __init__(self, engine_url: str, relays: list, redis_url: str, run_dir: str | None = None,
+                 wait_for_relay_s: float = 30.0):
+        import redis
+
+        self.engine_url = engine_url.rstrip("/")
+        self.relays = relays  # preferred first
+        self.redis = redis.Redis.from_url(redis_url)
+        self.metrics = MetricsSink(f"syncer-{engine_url}", redis_url, run_dir)
+        self.wait_for_relay_s = wait_for_relay_s
+        self.version = self._engine_version()
+        self.last_sync_s = 0.0
+        self.rejected = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def state(self) -> dict:
+        return {"engine": self.engine_url, "version": self.version, "last_sync_s": self.last_sync_s,
+                "rejected": self.rejected}
+
+    def set_engine(self, url: str) -> None:
+        self.engine_url = url.rstrip("/")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _engine_version(self) -> int:
+        try:
+            return int(httpx.get(f"{self.engine_url}/get_weight_version", timeout=5).json()["weight_version"])
+        except (httpx.HTTPError, ValueError, KeyError):
+            return -1
+
+    def _loop(self) -> None:
+        last_id = "0-0"
+        while not self._stop.is_set():
+            try:
+                got = self.redis.xread({WEIGHTS_STREAM: last_id}, block=500, count=100)
+            except Exception:
+                time.sleep(0.5)
+                continue
+            newest = -1
+            for _, entries in got or []:
+                for eid, fields in entries:
+                    last_id = eid
+                    newest = max(newest, int(fields[b"version"]))
+            if newest > self.version or (newest == -1 and self._engine_version() < self.version):
+                self._sync(max(newest, self.version))
+
+    def _sync(self, version: int) -> None:
+        started = time.time()
+        for manifest, blob in self._candidates(version):
+            try:
+                verify(manifest, blob)
+            except IntegrityError as exc:
+                self.rejected += 1
+                self.metrics.log("relay", {"engine": self.engine_url, "rejected": str(exc)})
+                continue
+            try:
+                r = httpx.post(f"{self.engine_url}/update_weights_from_tensor", content=blob, timeout=300,
+                               params={"weight_version": manifest.version},
+                               headers={"content-type": "application/octet-stream"})
+                ok = r.status_code == 200 and r.json().get("success")
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                self.version = manifest.version
+                self.last_sync_s = time.time() - started
+                self.metrics.log("relay", {"version": self.version, "engine_versions": {self.engine_url: self.version},
+                                           "sync_s": {self.engine_url: self.last_sync_s}})
+                return
+
+    def _candidates(self, version: int):
+        """(manifest, blob) for the newest version available >= `version`, preferred relay first, then others."""
+        deadline = time.monotonic() + self.wait_for_relay_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            for relay in self.relays:
+                try:
+                    newest = ray.get(relay.newest.remote(), timeout=10)
+                    if newest >= version:
+                        got = ray.get(relay.fetch.remote(newest), timeout=120)
+                        if got is not None:
+                            yield got
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    continue  # that relay is gone or stuck: try the next one
+            time.sleep(0.1)
