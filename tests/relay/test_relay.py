@@ -1,0 +1,126 @@
+"""Weight relay against real engines (tiny model), a real Redis and real Ray actors."""
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+import ray
+import torch
+from transformers import AutoModelForCausalLM
+
+from slime_rl.config import RelayConfig
+from slime_rl.relay.group import RelayGroup
+from slime_rl.relay.versions import IntegrityError, VersionStore, pack_weights, unpack_weights, verify
+from slime_rl.rollout.engine_launcher import launch_cpu_engine
+
+PROMPT = [1, 504, 3458, 314]
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_model_path):
+    procs = [launch_cpu_engine(tiny_model_path, threads=1) for _ in range(2)]
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+def perturbed(model_path, scale: float) -> dict[str, torch.Tensor]:
+    hf = AutoModelForCausalLM.from_pretrained(model_path)
+    return {k: (v * scale).contiguous() for k, v in hf.state_dict().items() if k != "lm_head.weight"}
+
+
+def greedy(url: str, n: int = 12) -> dict:
+    body = {"input_ids": PROMPT, "sampling_params": {"max_new_tokens": n, "temperature": 0, "ignore_eos": True},
+            "return_logprob": True}
+    return httpx.post(f"{url}/generate", json=body, timeout=120).json()
+
+
+def reference_greedy(model_path, weights: dict[str, torch.Tensor], n: int = 12) -> list[int]:
+    hf = AutoModelForCausalLM.from_pretrained(model_path)
+    hf.load_state_dict(weights, strict=False)
+    out = hf.generate(torch.tensor([PROMPT]), max_new_tokens=n, do_sample=False, min_new_tokens=n)
+    return out[0, len(PROMPT):].tolist()
+
+
+def test_push_reaches_every_engine_with_exactly_the_trainers_weights(ray_local, redis_url, engines, tiny_model_path):
+    group = RelayGroup.start(RelayConfig(num_relays=2, fanout=1), redis_url, [e.url for e in engines])
+    try:
+        weights = perturbed(tiny_model_path, 1.05)
+        receipt = group.publisher().publish(3, weights)
+        assert receipt["accepted"] and receipt["blocked_s"] > 0
+        prop = group.wait_for_version(3, timeout=120)
+        assert set(prop) == {e.url for e in engines}
+        assert group.engine_versions() == {e.url: 3 for e in engines}
+        # what each engine now computes is what a transformers model with the trainer's tensors computes
+        expected = reference_greedy(tiny_model_path, weights)
+        for e in engines:
+            out = greedy(e.url)
+            assert out["output_ids"] == expected
+            assert set(out["meta_info"]["output_token_weight_versions"]) == {3}
+        # versions only move forward: a late, older publication is ignored everywhere
+        assert group.publisher().publish(2, perturbed(tiny_model_path, 0.5))["accepted"] is False
+        time.sleep(1.0)
+        assert group.engine_versions() == {e.url: 3 for e in engines}
+    finally:
+        group.stop()
+
+
+def test_generation_in_flight_during_a_swap_finishes_with_switched_versions(ray_local, redis_url, tiny_model_path):
+    engine = launch_cpu_engine(tiny_model_path, threads=1)
+    group = RelayGroup.start(RelayConfig(num_relays=1), redis_url, [engine.url])
+    try:
+        box = {}
+        body = {"input_ids": PROMPT, "sampling_params": {"max_new_tokens": 400, "temperature": 0, "ignore_eos": True},
+                "return_logprob": True}
+        thread = threading.Thread(target=lambda: box.setdefault(
+            "out", httpx.post(f"{engine.url}/generate", json=body, timeout=300).json()))
+        thread.start()
+        time.sleep(0.5)
+        group.publisher().publish(1, perturbed(tiny_model_path, 1.02))
+        thread.join(300)
+        versions = box["out"]["meta_info"]["output_token_weight_versions"]
+        assert box["out"]["meta_info"]["finish_reason"]["type"] == "length"
+        k = versions.index(1)
+        assert 0 < k < len(versions) and set(versions[:k]) == {0} and set(versions[k:]) == {1}
+    finally:
+        group.stop()
+        engine.stop()
+
+
+def test_relay_killed_mid_fanout_engines_still_get_the_version(ray_local, redis_url, engines, tiny_model_path):
+    group = RelayGroup.start(RelayConfig(num_relays=3, fanout=2), redis_url, [e.url for e in engines])
+    try:
+        ray.kill(group.relays[1])  # engine 1's own relay dies before the version reaches it
+        group.publisher().publish(10, perturbed(tiny_model_path, 0.98))
+        group.wait_for_version(10, timeout=120)
+        assert set(group.engine_versions().values()) == {10}
+    finally:
+        group.stop()
+
+
+def test_corrupted_chunk_is_detected_and_never_loaded(tiny_model_path):
+    weights = perturbed(tiny_model_path, 1.0)
+    manifest, blob = pack_weights(4, weights, chunk_bytes=64 * 1024)
+    verify(manifest, blob)
+    assert unpack_weights(manifest, blob).keys() == weights.keys()
+    corrupted = bytearray(blob)
+    corrupted[len(blob) // 2] ^= 0xFF
+    with pytest.raises(IntegrityError, match="chunk"):
+        verify(manifest, bytes(corrupted))
+    store = VersionStore(keep=2)
+    with pytest.raises(IntegrityError):
+        store.offer(manifest, bytes(corrupted))
+    assert store.newest == -1  # nothing torn is ever visible
+    with pytest.raises(IntegrityError, match="bytes"):
+        verify(manifest, blob[:-10])
+
+
+def test_version_store_keeps_newest_and_previous_and_moves_forward(tiny_model_path):
+    store = VersionStore(keep=2)
+    small = {"w": torch.arange(4.0)}
+    for v in (1, 2, 3):
+        assert store.offer(*pack_weights(v, small, 16))
+    assert sorted(store.versions) == [2, 3]
+    assert store.offer(*pack_weights(2, small, 16)) is False
