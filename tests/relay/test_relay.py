@@ -72,13 +72,19 @@ def test_generation_in_flight_during_a_swap_finishes_with_switched_versions(ray_
     group = RelayGroup.start(RelayConfig(num_relays=1), redis_url, [engine.url])
     try:
         box = {}
-        body = {"input_ids": PROMPT, "sampling_params": {"max_new_tokens": 400, "temperature": 0, "ignore_eos": True},
+        body = {"input_ids": PROMPT, "sampling_params": {"max_new_tokens": 600, "temperature": 0, "ignore_eos": True},
                 "return_logprob": True}
         thread = threading.Thread(target=lambda: box.setdefault(
             "out", httpx.post(f"{engine.url}/generate", json=body, timeout=300).json()))
         thread.start()
-        time.sleep(0.5)
+        while httpx.get(f"{engine.url}/server_info").json()["num_running_reqs"] == 0:
+            time.sleep(0.01)
+        # hold decoding in place so the tiny model cannot finish before the relay delivers: the request stays
+        # in flight, and the swap must land between two of its decode steps
+        httpx.post(f"{engine.url}/pause_generation", json={"mode": "in_place"})
         group.publisher().publish(1, perturbed(tiny_model_path, 1.02))
+        group.wait_for_version(1, timeout=120)
+        httpx.post(f"{engine.url}/continue_generation")
         thread.join(300)
         versions = box["out"]["meta_info"]["output_token_weight_versions"]
         assert box["out"]["meta_info"]["finish_reason"]["type"] == "length"
