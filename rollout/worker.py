@@ -1,8 +1,10 @@
 """Rollout workers: run groups of episodes against the engines and push whole groups to the buffer.
 
 async mode (`run`): keep producing; a group starts only while the AReaL-style capacity allows it:
-    started_groups <= (trainer_version + tau + 1) * groups_per_step   (this worker's share)
-so no trajectory is born more than tau versions behind the trainer.
+    started_groups <= (v + tau + 1) * groups_per_step   (this worker's share)
+with v = the policy version the engines hold (never ahead of the trainer's): groups are trained in order, so group
+k is trained at trainer version ceil(k / groups_per_step) - 1 and its lag stays within tau even while a weight
+push is still on its way to the engines.
 sync mode (`generate_groups`): start over_provision x the needed groups, push the first ones to finish, abort
 the long tail and keep those partials to resume first next time.
 """
@@ -60,6 +62,7 @@ class RolloutWorkerCore:
         self.active_s = 0.0
         self._active_since: float | None = None
         self._inflight = 0
+        self.engine_version = 0  # oldest version held by the engines, as last asked
 
     # --- public API -------------------------------------------------------------------------------------
     async def run(self, max_groups: int | None = None) -> dict[str, Any]:
@@ -137,10 +140,19 @@ class RolloutWorkerCore:
 
     # --- internals --------------------------------------------------------------------------------------
     async def _capacity(self) -> int:
-        v = await asyncio.to_thread(self.buffer.policy_version)
+        v = min(await asyncio.to_thread(self.buffer.policy_version), await self._engine_version())
         total = (v + self.cfg.loss.staleness_tau + 1) * self.cfg.rollout.groups_per_step
         n = self.cfg.rollout.num_workers
         return total // n + (1 if self.index < total % n else 0)
+
+    async def _engine_version(self) -> int:
+        """The oldest policy version among the healthy engines (what new tokens will be sampled with)."""
+        try:
+            versions = await asyncio.gather(*(self.router.clients[u].weight_version() for u in self.router.healthy))
+            self.engine_version = min(versions, default=self.engine_version)
+        except Exception:  # an engine restarting: keep the last known version
+            pass
+        return self.engine_version
 
     def _next_group(self) -> PendingGroup:
         i = self._cursor % len(self.dataset)
