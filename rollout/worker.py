@@ -23,6 +23,7 @@ from slime_rl.buffer import TrajectoryBuffer
 from slime_rl.config import RunConfig
 from slime_rl.env_api import load_env_class
 from slime_rl.metrics import MetricsSink
+from slime_rl.net import write_pid
 from slime_rl.trajectory import Trajectory, TrajectoryGroup
 
 from .episode import EpisodeRunner
@@ -45,6 +46,8 @@ class RolloutWorkerCore:
         from transformers import AutoTokenizer
 
         self.cfg, self.index = cfg, worker_index
+        if run_dir:
+            write_pid(run_dir, f"rollout-{worker_index}")
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         self.env_cls = load_env_class(cfg.env.name)
         self.dataset = self.env_cls.load_dataset(cfg.env.dataset, split="train", **cfg.env.kwargs)

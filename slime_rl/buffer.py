@@ -21,6 +21,19 @@ from .config import BufferConfig
 from .trajectory import TrajectoryError, TrajectoryGroup
 
 
+# XACK + XDEL + record the trajectories as trained + count, as one atomic step
+_ACK_LUA = """
+local n_ids = tonumber(ARGV[2])
+local ids = {}
+for i = 3, 2 + n_ids do ids[#ids + 1] = ARGV[i] end
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+redis.call('XDEL', KEYS[1], unpack(ids))
+for i = 3 + n_ids, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+if acked > 0 then redis.call('HINCRBY', KEYS[3], 'consumed', acked) end
+return acked
+"""
+
+
 class BufferFullError(TimeoutError):
     pass
 
@@ -60,7 +73,9 @@ class TrajectoryBuffer:
         self.k_dead, self.k_counters, self.k_trained = f"{s}:dead", f"{s}:counters", f"{s}:trained"
         self.k_version = f"{s}:policy_version"
         self._own_pending_checked = False
+        self._pending_cursor: bytes | str = "0"
         self._next_claim_at = 0.0
+        self._ack_script = self.r.register_script(_ACK_LUA)
         self._ensure_group()
 
     # --- setup ---------------------------------------------------------------------------------------
@@ -126,10 +141,14 @@ class TrajectoryBuffer:
         return self._admit(raw)
 
     def _read_own_pending(self, count: int) -> list[tuple[bytes, dict]]:
+        """Entries delivered to this consumer name before a restart, each returned once (a cursor walks the
+        pending list; without it, not-yet-committed entries would be handed out again on every read)."""
         if self._own_pending_checked:
             return []
-        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: "0"}, count=count)
+        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: self._pending_cursor}, count=count)
         entries = got[0][1] if got else []
+        if entries:
+            self._pending_cursor = entries[-1][0]
         if len(entries) < count:
             self._own_pending_checked = True
         return [(eid, fields) for eid, fields in entries if fields]
@@ -195,16 +214,15 @@ class TrajectoryBuffer:
 
     def ack(self, entries: list[BufferEntry]) -> None:
         """Commit: call only after the optimizer step that used these entries has been applied."""
-        if not entries:
-            return
-        ids = [e.entry_id for e in entries]
-        traj_ids = [t.id for e in entries for t in e.group.trajectories]
-        pipe = self.r.pipeline(transaction=True)
-        pipe.sadd(self.k_trained, *traj_ids)
-        pipe.xack(self.cfg.stream, self.cfg.group, *ids)
-        pipe.xdel(self.cfg.stream, *ids)
-        pipe.hincrby(self.k_counters, "consumed", len(entries))
-        pipe.execute()
+        self.ack_ids([e.entry_id for e in entries], [t.id for e in entries for t in e.group.trajectories])
+
+    def ack_ids(self, ids: list[str], traj_ids: list[str]) -> int:
+        """Commit by ids, atomically and idempotently (a repeated commit acknowledges and counts nothing twice),
+        e.g. for the entries a checkpoint recorded when the process died before acknowledging them."""
+        if not ids:
+            return 0
+        return int(self._ack_script(keys=[self.cfg.stream, self.k_trained, self.k_counters],
+                                    args=[self.cfg.group, len(ids), *ids, *traj_ids]))
 
     # --- the trainer's policy version, read by rollout workers for staleness control -----------------------
     def set_policy_version(self, version: int) -> None:

@@ -25,17 +25,20 @@ def async_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
     cfg = ctx.cfg
     producing = {w: w.run.remote() for w in ctx.workers}
     history = []
-    for _ in range(cfg.trainer.max_steps):
+    while _steps_left(ctx):
         _restart_dead_workers(ctx, producing)
         metrics = ray.get(ctx.trainer.train_step.remote(timeout_s=600.0))
         if metrics is None:
             raise RuntimeError("no trajectories reached the trainer for 600 s: rollout is stuck (see logs/)")
+        if not metrics["stepped"]:  # every group of this batch was too stale: nothing was trained
+            continue
         if metrics["step"] % cfg.relay.push_every == 0:
             metrics["push"] = push_weights(ctx, wait=False)
         history.append(metrics)
         on_step(metrics)
     for w in ctx.workers:
         w.stop.remote()
+    _final_commit(ctx)
     return history
 
 
@@ -43,15 +46,28 @@ def sync_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
     cfg = ctx.cfg
     per_worker = _split(cfg.rollout.groups_per_step, len(ctx.workers))
     history = []
-    for _ in range(cfg.trainer.max_steps):
+    while _steps_left(ctx):
         ray.get([w.generate_groups.remote(n) for w, n in zip(ctx.workers, per_worker) if n])
         metrics = ray.get(ctx.trainer.train_step.remote(timeout_s=600.0))
         if metrics is None:
             raise RuntimeError("sync step produced no trainable groups")
+        if not metrics["stepped"]:
+            continue
         metrics["push"] = push_weights(ctx, wait=True)
         history.append(metrics)
         on_step(metrics)
+    _final_commit(ctx)
     return history
+
+
+def _steps_left(ctx: RunContext) -> int:
+    """A resumed run continues to trainer.max_steps in total."""
+    return max(0, ctx.cfg.trainer.max_steps - ray.get(ctx.trainer.step.remote()))
+
+
+def _final_commit(ctx: RunContext) -> None:
+    if ctx.cfg.trainer.checkpoint_every:  # the tail since the last periodic checkpoint
+        ray.get(ctx.trainer.save_checkpoint.remote())
 
 
 def _split(total: int, parts: int) -> list[int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, dump_config
+from .net import write_pid
 from .redis_server import EmbeddedRedis
 
 log = logging.getLogger("slime_rl.run")
@@ -69,8 +70,9 @@ class RunContext:
         port = int(port_file.read_text()) if self.resume and port_file.exists() else None
         self.redis = EmbeddedRedis(self.run_dir / "redis", port=port).start()
         port_file.write_text(str(self.redis.port))
+        write_pid(self.run_dir, "redis", self.redis.proc.pid)
         self.redis_url = self.redis.url
-        self.stack.callback(lambda: self.redis and self.redis.stop())
+        self.stack.callback(lambda: self.redis and self.redis.stop())  # the supervisor may have replaced it
         log.info("embedded redis-server at %s (AOF in %s)", self.redis_url, self.run_dir / "redis")
 
     def _start_ray(self) -> None:
@@ -103,7 +105,8 @@ class RunContext:
                 proc = launch_cpu_engine(self.cfg.model.path, max_batch_size=ecfg.max_batch_size,
                                          threads=ecfg.threads, log_path=log_path)
             self.engines.append(proc)
-            self.stack.callback(proc.stop)
+            write_pid(self.run_dir, f"engine-{i}", proc.pid)
+            self.stack.callback(lambda i=i: self.engines[i].stop())
         self.engine_urls = [e.url for e in self.engines]
 
     def _start_relay(self) -> None:
@@ -173,11 +176,13 @@ class RunContext:
             if self.redis and self.redis.proc and self.redis.proc.poll() is not None:
                 log.warning("redis-server exited; restarting on the same AOF")
                 self.redis = EmbeddedRedis(self.redis.data_dir, port=self.redis.port).start()
+                write_pid(self.run_dir, "redis", self.redis.proc.pid)
                 self._count("redis")
             for i, eng in enumerate(self.engines):
                 if eng.proc.poll() is not None and not self._supervisor_stop.is_set():
                     log.warning("engine %s exited; restarting", eng.url)
                     self.engines[i] = eng.restart()
+                    write_pid(self.run_dir, f"engine-{i}", self.engines[i].pid)
                     self._count(f"engine-{i}")
 
     def _count(self, what: str) -> None:

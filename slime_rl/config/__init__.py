@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from .base import Section
 from .buffer import BufferConfig
@@ -48,6 +48,15 @@ class RunConfig(Section):
     relay: RelayConfig = Field(default_factory=RelayConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+
+    @model_validator(mode="after")
+    def _buffer_holds_uncommitted_steps(self) -> RunConfig:
+        # entries stay pending until the checkpoint that contains them: the buffer must hold that many
+        need = (self.trainer.checkpoint_every + self.loss.staleness_tau + 1) * self.rollout.groups_per_step
+        if self.trainer.checkpoint_every and self.buffer.high_water <= need:
+            raise ValueError(f"buffer.high_water={self.buffer.high_water} must exceed {need} "
+                             "((trainer.checkpoint_every + loss.staleness_tau + 1) * rollout.groups_per_step)")
+        return self
 
 
 class ConfigError(ValueError):

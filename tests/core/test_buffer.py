@@ -190,3 +190,17 @@ def test_policy_version_round_trip(redis_url):
     assert buf.policy_version() == 0
     buf.set_policy_version(7)
     assert TrajectoryBuffer(BufferConfig(), redis_url).policy_version() == 7
+
+
+def test_restarted_consumer_rereads_its_pending_entries_once_each(redis_url):
+    cfg = BufferConfig()
+    producer = TrajectoryBuffer(cfg, redis_url, consumer="producer")
+    for i in range(5):
+        producer.put(make_group(str(i)))
+    first = TrajectoryBuffer(cfg, redis_url, consumer="trainer-0")
+    assert len(first.read(5, block_ms=100)) == 5  # delivered, never acknowledged (the process "died")
+    again = TrajectoryBuffer(cfg, redis_url, consumer="trainer-0")  # same name after a restart
+    seen = []
+    for _ in range(6):
+        seen += [e.group.group_id for e in again.read(2, block_ms=50)]
+    assert sorted(seen) == sorted(f"g-{i}" for i in range(5))  # each once, though none is acknowledged yet

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from .conftest import read_summary, run_train, tiny_overrides
+from e2e_helpers import read_summary, run_train, tiny_overrides
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from slime_rl.net import free_port, wait_for_port
 
-from .conftest import REPO, tiny_overrides
+from e2e_helpers import REPO, tiny_overrides
 
 BIN = Path(sys.executable).parent
 

@@ -1,0 +1,68 @@
+"""Kill parts of a running job and check that it recovers, with no trajectory trained twice and none lost."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from e2e_helpers import pid_of, read_summary, run_train, start_train, tiny_overrides, wait_for_step
+
+
+def audit(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "trained_ids.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_killed_trainer_resumes_from_checkpoint_exactly_once(math_config, tiny_model_path, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [math_config, *tiny_overrides(tiny_model_path, run_dir, **{
+        "trainer.max_steps": 6, "trainer.checkpoint_every": 2, "buffer.high_water": 64})]
+    proc = start_train(args, tmp_path / "first.log")
+    try:
+        wait_for_step(run_dir, 3, proc)  # step 3 is trained but not yet checkpointed
+        os.kill(pid_of(run_dir, "trainer-0"), signal.SIGKILL)
+        assert proc.wait(300) != 0  # the run stops, and cleans up what it started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    committed_before = audit(run_dir)
+    assert [a["step"] for a in committed_before] == [2]
+    resumed = run_train(["--resume", str(run_dir), math_config])
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    summary = read_summary(run_dir)
+    assert summary["final_version"] == 6
+    records = audit(run_dir)
+    ids = [i for rec in records for i in rec["ids"]]
+    assert len(ids) == len(set(ids)), "a trajectory was trained twice"
+    assert records[-1]["step"] == 6
+    buf = summary["buffer"]
+    assert buf["pending"] == 0
+    assert buf["produced"] == buf["consumed"] + buf["dead_lettered"] + buf["duplicates"] + buf["depth"]
+
+
+@pytest.mark.slow
+def test_killed_engine_worker_and_redis_are_restarted(math_config, tiny_model_path, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [math_config, *tiny_overrides(tiny_model_path, run_dir, **{"trainer.max_steps": 7})]
+    proc = start_train(args, tmp_path / "run.log")
+    try:
+        wait_for_step(run_dir, 1, proc)
+        os.kill(pid_of(run_dir, "engine-0"), signal.SIGKILL)
+        wait_for_step(run_dir, 3, proc)
+        os.kill(pid_of(run_dir, "rollout-0"), signal.SIGKILL)
+        wait_for_step(run_dir, 5, proc)
+        os.kill(pid_of(run_dir, "redis"), signal.SIGKILL)
+        assert proc.wait(600) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    s = read_summary(run_dir)
+    assert s["steps"] == 7 and s["final_version"] == 7
+    assert s["restarts"].get("engine-0", 0) >= 1
+    assert s["restarts"].get("rollout-worker", 0) >= 1
+    assert s["restarts"].get("redis", 0) >= 1
+    buf = s["buffer"]
+    assert buf["produced"] == buf["consumed"] + buf["dead_lettered"] + buf["duplicates"] + buf["depth"]
