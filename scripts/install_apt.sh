@@ -4,6 +4,7 @@ set -euo pipefail
 missing=()
 while read -r bin pkg; do
   [[ -z "${bin}" || "${bin}" == \#* ]] && continue
+  if [[ "${bin}" == /* ]]; then [[ -e "${bin}" ]] || missing+=("${pkg}"); continue; fi
   command -v "${bin}" >/dev/null 2>&1 || [[ -x "/usr/sbin/${bin}" || -x "/usr/bin/${bin}" ]] || missing+=("${pkg}")
 done < "$(dirname "$0")/../requirements/apt.txt"
 if ((${#missing[@]} == 0)); then exit 0; fi
