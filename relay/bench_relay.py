@@ -1,0 +1,80 @@
+"""`slime-rl bench relay`: trainer-blocked time for K = 1, 2 and 4 engines (it must not grow with K), end-to-end
+propagation, and a bound measured in the same run: the same bytes copied once over the same transport (Ray object
+store into an actor, then one HTTP POST to an engine)."""
+from __future__ import annotations
+
+import tempfile
+import time
+
+import httpx
+import ray
+import torch
+
+from slime_rl.config import RelayConfig
+from slime_rl.model_store import DEFAULT_OUT
+from slime_rl.redis_server import EmbeddedRedis
+
+from .group import RelayGroup
+from .versions import pack_weights
+
+
+@ray.remote(num_cpus=0)
+class _Sink:
+    def take(self, blob: bytes) -> int:
+        return len(blob)
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in sorted(path.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    return state
+
+
+def run(quick: bool = False) -> dict:
+    from slime_rl.rollout.engine_launcher import launch_cpu_engine
+
+    model = DEFAULT_OUT
+    weights = _weights(model)
+    if quick:  # a slice of the model keeps the smoke test small
+        weights = {k: v for k, v in list(weights.items())[:8]}
+    ks = (1, 2) if quick else (1, 2, 4)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    engines = [launch_cpu_engine(model, threads=1) for _ in range(max(ks))]
+    out: dict = {"bytes": None, "per_k": {}}
+    try:
+        with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as redis:
+            version = 0
+            for k in ks:
+                group = RelayGroup.start(RelayConfig(num_relays=max(1, k // 2), fanout=2), redis.url,
+                                         [e.url for e in engines[:k]])
+                try:
+                    version += 1
+                    receipt = group.publisher().publish(version, weights)
+                    t0 = time.perf_counter()
+                    prop = group.wait_for_version(version, timeout=600)
+                    out["bytes"] = receipt["bytes"]
+                    out["per_k"][k] = {"blocked_s": receipt["blocked_s"],
+                                       "propagation_s": receipt["blocked_s"] + (time.perf_counter() - t0),
+                                       "per_engine_s": list(prop.values())}
+                finally:
+                    group.stop()
+            _, blob = pack_weights(version + 1, weights, RelayConfig().chunk_bytes)
+            t0 = time.perf_counter()
+            ray.get(_Sink.remote().take.remote(blob))
+            httpx.post(f"{engines[0].url}/update_weights_from_tensor", content=blob, timeout=600,
+                       params={"weight_version": version + 1}, headers={"content-type": "application/octet-stream"})
+            bound = time.perf_counter() - t0
+    finally:
+        for e in engines:
+            e.stop()
+        if started_ray:
+            ray.shutdown()
+    first, last = out["per_k"][ks[0]], out["per_k"][ks[-1]]
+    out.update({"bound_s": bound, f"blocked_ratio_k{ks[-1]}_k1": last["blocked_s"] / first["blocked_s"],
+                "propagation_s": first["propagation_s"], "propagation_vs_bound": first["propagation_s"] / bound})
+    return out
