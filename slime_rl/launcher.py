@@ -40,15 +40,22 @@ def train(cfg: RunConfig, resume: Path | None = None) -> int:
         console.print(f"[bold]slime-rl[/] {cfg.mode} run in {run_dir}  engines={ctx.engine_urls}")
         if ctx.dashboard is not None:
             console.print(f"dashboard: [link={ctx.dashboard.url}]{ctx.dashboard.url}[/link]")
-        held_out = eval_samples(cfg)
+        held_out = ctx.held_out = eval_samples(cfg)
         before = evaluate(ctx, held_out)
+        ctx.metrics.log("eval", before, step=0)
         console.print(f"held-out reward before training: {before['reward_mean']:.3f} ({before['samples']} prompts)")
         loop = async_loop if cfg.mode == "async" else sync_loop
+        board = TensorBoardLog(run_dir / "tensorboard")
         with _progress(cfg) as (progress, task):
             def on_step(m: dict[str, Any]) -> None:
+                board.write(m)
+                if "eval" in m:
+                    progress.console.print(f"step {m['eval_step']}: held-out reward {m['eval']['reward_mean']:.3f}")
+                    return
                 progress.update(task, advance=1, reward=m.get("reward_mean", float("nan")),
                                 tps=m.get("tokens_per_s", 0.0), version=m.get("version", 0))
             history = loop(ctx, on_step)
+        board.close()
         rollout_stats = ctx.rollout_stats()
         if history and "push" in history[-1]:  # let the last push land before measuring the final policy
             ctx.relay.wait_for_version(history[-1]["push"]["version"], timeout=600)
@@ -58,6 +65,29 @@ def train(cfg: RunConfig, resume: Path | None = None) -> int:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary)
     return 0
+
+
+class TensorBoardLog:
+    """Trainer scalars (and held-out evaluations) as TensorBoard events under RUN_DIR/tensorboard."""
+
+    KEYS = ("loss", "reward_mean", "masked_frac", "clip_frac", "logp_diff_mean", "grad_norm", "tokens_per_s",
+            "step_time_s", "kept", "dropped_stale")
+
+    def __init__(self, path: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(path))
+
+    def write(self, m: dict[str, Any]) -> None:
+        if "eval" in m:
+            self.writer.add_scalar("eval/reward_mean", m["eval"]["reward_mean"], m["eval_step"])
+            return
+        for key in self.KEYS:
+            if isinstance(m.get(key), (int, float)):
+                self.writer.add_scalar(f"train/{key}", m[key], m["step"])
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class _progress:

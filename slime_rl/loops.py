@@ -24,7 +24,8 @@ def push_weights(ctx: RunContext, wait: bool) -> dict[str, Any]:
 def async_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
     cfg = ctx.cfg
     producing = {w: w.run.remote() for w in ctx.workers}
-    history = []
+    history: list[dict[str, Any]] = []
+    pending_eval = None  # (step, ObjectRef): held-out evaluation running beside training
     while _steps_left(ctx):
         _restart_dead_workers(ctx, producing)
         metrics = ray.get(ctx.trainer.train_step.remote(timeout_s=600.0))
@@ -34,8 +35,11 @@ def async_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
             continue
         if metrics["step"] % cfg.relay.push_every == 0:
             metrics["push"] = push_weights(ctx, wait=False)
+        pending_eval = _maybe_evaluate(ctx, metrics, pending_eval, on_step)
         history.append(metrics)
         on_step(metrics)
+    if pending_eval is not None:
+        _finish_eval(ctx, *pending_eval, on_step)
     for w in ctx.workers:
         w.stop.remote()
     _final_commit(ctx)
@@ -58,6 +62,22 @@ def sync_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
         on_step(metrics)
     _final_commit(ctx)
     return history
+
+
+def _maybe_evaluate(ctx: RunContext, metrics: dict[str, Any], pending, on_step: StepCallback):
+    """Every `eval_every` steps, start a held-out evaluation on the eval worker without waiting for it."""
+    if pending is not None and ray.wait([pending[1]], timeout=0)[0]:
+        _finish_eval(ctx, *pending, on_step)
+        pending = None
+    if ctx.cfg.eval_every and metrics["step"] % ctx.cfg.eval_every == 0 and pending is None:
+        pending = (metrics["step"], ctx.eval_worker.evaluate.remote(ctx.held_out, greedy=True))
+    return pending
+
+
+def _finish_eval(ctx: RunContext, step: int, ref, on_step: StepCallback) -> None:
+    result = ray.get(ref)
+    ctx.metrics.log("eval", result, step=step)
+    on_step({"eval": result, "eval_step": step})
 
 
 def _steps_left(ctx: RunContext) -> int:

@@ -30,6 +30,8 @@ class RunContext:
         self.workers: list[Any] = []
         self.eval_worker = None
         self.dashboard = None
+        self.held_out: list[dict[str, Any]] = []
+        self.metrics = None  # MetricsSink of the launcher (eval results, buffer stats)
         self._supervisor_stop = threading.Event()
         self.restarts: dict[str, int] = {}
 
@@ -51,6 +53,9 @@ class RunContext:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
         self._start_redis()
+        from .metrics import MetricsSink
+
+        self.metrics = MetricsSink("launcher", self.redis_url, self.run_dir)
         self._start_ray()
         self._start_engines()
         self._start_relay()
@@ -87,6 +92,21 @@ class RunContext:
             ray.init(num_cpus=max(8, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": env})
             self.stack.callback(ray.shutdown)
+        self._link_actor_logs()
+
+    def _link_actor_logs(self) -> None:
+        """Each Ray actor logs to its own files in Ray's session folder: reach them from RUN_DIR/logs/actors."""
+        try:
+            import ray._private.worker as ray_worker
+
+            session_logs = Path(ray_worker._global_node.get_session_dir_path()) / "logs"
+        except (AttributeError, ImportError):  # connected as a client, or Ray moved it: nothing to link
+            return
+        link = self.run_dir / "logs" / "actors"
+        if link.is_symlink():
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(session_logs, target_is_directory=True)
 
     def _start_engines(self) -> None:
         ecfg = self.cfg.engines
