@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,13 @@ def eval_samples(cfg: RunConfig) -> list[dict[str, Any]]:
     return samples[: cfg.eval_samples]
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    # the default SIGTERM action skips `finally`: raise instead, so everything the run started is stopped
+    raise SystemExit(128 + signum)
+
+
 def train(cfg: RunConfig, resume: Path | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if resume is not None:
         # the run directory holds the config it was started with; command-line overrides are not re-applied
         cfg = load_config(resume / "config.yaml")
