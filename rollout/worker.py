@@ -115,6 +115,9 @@ class RolloutWorkerCore:
             return 1
         if result is not None:
             g.done = list(result.trajectories)
+        elif not self.cfg.rollout.partial_rollouts:
+            self.store.dropped += len(g.partials)  # partial rollouts off: the long tail is discarded
+            return 0
         self.partials.append(g)
         return 0
 

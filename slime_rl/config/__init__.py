@@ -35,7 +35,6 @@ class RunConfig(Section):
     name: str = "run"
     run_dir: Path = Path("runs/latest")
     mode: Literal["async", "sync"] = "async"
-    seed: int = 0
     eval_every: int = Field(0, ge=0, description="evaluate held-out prompts every N trainer steps (0: off)")
     eval_samples: int = Field(32, ge=1)
     model: ModelConfig = Field(default_factory=ModelConfig)

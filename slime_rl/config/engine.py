@@ -12,7 +12,5 @@ class EngineConfig(Section):
     num_engines: int = Field(1, ge=1, le=64)
     urls: list[str] = Field(default_factory=list, description="external engine base URLs (kind=external)")
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_total_tokens: int = Field(16384, ge=64)
     threads: int = Field(1, ge=1, le=256, description="torch threads per CPU engine")
-    health_interval_s: float = Field(2.0, gt=0)
     request_timeout_s: float = Field(600.0, gt=0)
