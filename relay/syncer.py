@@ -19,11 +19,11 @@ from .worker import WEIGHTS_STREAM
 class EngineSyncer:
     def __init__(self, engine_url: str, relays: list, redis_url: str, run_dir: str | None = None,
                  wait_for_relay_s: float = 30.0):
-        import redis
+        from slime_rl.buffer import connect
 
         self.engine_url = engine_url.rstrip("/")
         self.relays = relays  # preferred first
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = connect(redis_url)  # rides out a Redis restart
         self.metrics = MetricsSink(f"syncer-{engine_url}", redis_url, run_dir)
         self.wait_for_relay_s = wait_for_relay_s
         self.version = self._engine_version()

@@ -12,12 +12,12 @@ WEIGHTS_STREAM = "slime:weights"
 @ray.remote(num_cpus=0, max_concurrency=8)
 class RelayWorker:
     def __init__(self, name: str, keep: int, redis_url: str):
-        import redis
+        from slime_rl.buffer import connect
 
         self.name = name
         self.store = VersionStore(keep=keep)
         self.children: list = []
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = connect(redis_url)  # rides out a Redis restart
 
     def set_children(self, children: list) -> None:
         self.children = children
