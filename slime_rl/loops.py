@@ -26,9 +26,13 @@ def async_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
     producing = {w: w.run.remote() for w in ctx.workers}
     history: list[dict[str, Any]] = []
     pending_eval = None  # (step, ObjectRef): held-out evaluation running beside training
+    controls = ControlInbox(ctx)
     while _steps_left(ctx):
+        controls.apply(producing)
         _restart_dead_workers(ctx, producing)
-        metrics = ray.get(ctx.trainer.train_step.remote(timeout_s=600.0))
+        metrics = ray.get(ctx.trainer.train_step.remote(timeout_s=5.0 if controls.paused else 600.0))
+        if metrics is None and controls.paused:
+            continue  # rollouts paused from the dashboard: wait for a resume
         if metrics is None:
             raise RuntimeError("no trajectories reached the trainer for 600 s: rollout is stuck (see logs/)")
         if not metrics["stepped"]:  # every group of this batch was too stale: nothing was trained
@@ -64,6 +68,41 @@ def sync_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
     return history
 
 
+class ControlInbox:
+    """Acts on the dashboard's control actions (the `slime:control` stream; the dashboard checks the token)."""
+
+    def __init__(self, ctx: RunContext):
+        from .buffer import connect
+        from .metrics import CONTROL_STREAM
+
+        self.ctx, self.stream, self.r = ctx, CONTROL_STREAM, connect(ctx.redis_url)
+        last = self.r.xrevrange(self.stream, count=1)
+        self.last_id = last[0][0] if last else "0-0"  # only actions sent after the run started
+        self.paused = False
+
+    def apply(self, producing: dict) -> None:
+        for _, entries in self.r.xread({self.stream: self.last_id}, count=100) or []:
+            for eid, fields in entries:
+                self.last_id = eid
+                self._act(fields.get(b"action", b"").decode(), producing)
+
+    def _act(self, action: str, producing: dict) -> None:
+        if action == "pause_rollout" and not self.paused:
+            ray.get([w.stop.remote() for w in self.ctx.workers])
+            ray.get(list(producing.values()))  # their run() calls return once stopped
+            producing.clear()
+            self.paused = True
+        elif action == "resume_rollout" and self.paused:
+            for w in self.ctx.workers:
+                producing[w] = w.run.remote()
+            self.paused = False
+        elif action == "checkpoint":
+            ray.get(self.ctx.trainer.save_checkpoint.remote())
+        else:
+            return
+        self.ctx.metrics.log("control", {"action": action})
+
+
 def _maybe_evaluate(ctx: RunContext, metrics: dict[str, Any], pending, on_step: StepCallback):
     """Every `eval_every` steps, start a held-out evaluation on the eval worker without waiting for it."""
     if pending is not None and ray.wait([pending[1]], timeout=0)[0]:
@@ -96,7 +135,9 @@ def _split(total: int, parts: int) -> list[int]:
 
 def _restart_dead_workers(ctx: RunContext, producing: dict) -> None:
     """A worker actor that died is restarted by Ray (max_restarts); give it its job back."""
-    done, _ = ray.wait(list(producing.values()), timeout=0)
+    if not producing:
+        return
+    done, _ = ray.wait(list(producing.values()), num_returns=len(producing), timeout=0)
     for w, ref in list(producing.items()):
         if ref in done:
             try:
