@@ -8,12 +8,16 @@ MODEL_DIR := .cache/models/SmolLM2-135M-Instruct
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv model dashboard-assets test test-fast demo bench clean
+.PHONY: setup apt venv model dashboard-assets sandbox-image test test-fast demo bench clean
 
-setup: apt venv model dashboard-assets
+setup: apt venv model dashboard-assets sandbox-image
 
 apt:
 	@bash scripts/install_apt.sh
+
+# the Debian root filesystem the Docker sandbox image is imported from (debootstrap, once)
+sandbox-image: | $(STAMP)
+	@bash scripts/sandbox_setup.sh
 
 # the chart library comes from the npm registry at set-up and is served from local files (no CDN at run time)
 dashboard-assets:

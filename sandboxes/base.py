@@ -3,6 +3,7 @@ existing SandboxFusion deployment are interchangeable."""
 from __future__ import annotations
 
 import base64
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
@@ -47,11 +48,18 @@ class RunStatus(str, Enum):
 
 
 class CommandResult(BaseModel):
+    # SandboxFusion deployments may send nulls and extra fields; read them leniently
+    model_config = ConfigDict(extra="ignore")
     status: RunStatus
-    execution_time: float
-    return_code: int | None
-    stdout: str
-    stderr: str
+    execution_time: float | None = None
+    return_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+    @field_validator("stdout", "stderr", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: str | None) -> str:
+        return v or ""
 
 
 class RunResult(BaseModel):
@@ -66,7 +74,11 @@ class RunResult(BaseModel):
 
 
 class Sandbox(Protocol):
-    def run(self, req: RunRequest) -> RunResult: ...
+    """Sync and thread-safe; async callers use `asyncio.to_thread`. Setting `cancel` kills the run at once."""
+
+    def run(self, req: RunRequest, cancel: threading.Event | None = None) -> RunResult: ...
+
+    def close(self) -> None: ...
 
 
 def write_files(root: Path, req: RunRequest) -> list[str]:

@@ -1,8 +1,9 @@
-"""Headless Chromium (Debian's, driven by Playwright; no browser download) against a generated page. The page is
-loaded from a file, and every network request it makes is blocked."""
+"""Headless Chromium (Debian's, driven by Playwright; never a downloaded browser) against a generated page.
+
+The page is set as the content of a blank tab, so it has no file:// origin to read local files from, and every
+request it makes (scripts, images, fetches) is aborted. Async, so cancelling the judge closes the browser."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
@@ -10,22 +11,21 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
         "--disable-component-update", "--disable-sync"]
 
 
-def check_page(html: str, click: str | None, read: str, expect_text: str, timeout: float) -> tuple[bool, str]:
-    from playwright.sync_api import sync_playwright
+async def check_page(html: str, click: str | None, read: str, expect_text: str, timeout: float) -> tuple[bool, str]:
+    from playwright.async_api import async_playwright
 
-    with tempfile.TemporaryDirectory(prefix="slime-page-") as tmp, sync_playwright() as p:
-        page_file = Path(tmp) / "index.html"
-        page_file.write_text(html)
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    if not Path(CHROMIUM).exists():
+        raise FileNotFoundError(f"{CHROMIUM} is missing (Debian package chromium)")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=timeout * 1000)
         try:
-            page = browser.new_page()
+            page = await browser.new_page()
             page.set_default_timeout(timeout * 1000)
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://")
-                       else route.abort())
-            page.goto(page_file.as_uri())
+            await page.route("**/*", lambda route: route.abort())
+            await page.set_content(html)
             if click:
-                page.click(click)
-            text = (page.text_content(read) or "").strip()
+                await page.click(click)
+            text = ((await page.text_content(read)) or "").strip()
         finally:
-            browser.close()
+            await browser.close()
     return text == expect_text.strip(), f"read {read!r}: {text[:200]!r}"

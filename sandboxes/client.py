@@ -21,3 +21,6 @@ class SandboxClient:
         if resp.status_code != 200:
             return RunResult(status="SandboxError", message=f"HTTP {resp.status_code}: {resp.text[:300]}")
         return RunResult.model_validate(resp.json())
+
+    def close(self) -> None:
+        self.http.close()

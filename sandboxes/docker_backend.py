@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import requests
+
 from slime_rl.config import SandboxConfig
 
 from .base import CommandResult, RunRequest, RunResult, RunStatus, write_files
@@ -17,10 +19,13 @@ SANDBOX_UID = 65534
 
 
 class DockerSandbox:
+    """Sync: `run(req, cancel=None) -> RunResult`, thread-safe (one container per run)."""
+
     def __init__(self, cfg: SandboxConfig, base_url: str | None = None, image: str = IMAGE):
         import docker
 
         self.cfg, self.image = cfg, image
+        base_url = base_url or cfg.docker_url
         self.client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
 
     def run(self, req: RunRequest, cancel: threading.Event | None = None) -> RunResult:
@@ -47,6 +52,9 @@ class DockerSandbox:
             finally:
                 container.remove(force=True)
 
+    def close(self) -> None:
+        self.client.close()
+
     def _execute(self, container, timeout: float, cancel: threading.Event | None) -> RunResult:
         started = time.monotonic()
         container.start()
@@ -54,15 +62,16 @@ class DockerSandbox:
         watcher = threading.Thread(target=self._watch_output, args=(container, overflow), daemon=True)
         watcher.start()
         status = RunStatus.FINISHED
-        while True:
-            container.reload()
-            if container.status == "exited":
+        while True:  # short blocking waits: the exit is seen at once, a timeout or a cancel within 0.2 s
+            try:
+                container.wait(timeout=0.2)
                 break
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                pass
             if time.monotonic() - started > timeout or (cancel is not None and cancel.is_set()):
                 container.kill()
                 status = RunStatus.TIME_LIMIT
                 break
-            time.sleep(0.05)
         if overflow.is_set():
             status = RunStatus.ERROR
         elapsed = time.monotonic() - started

@@ -190,8 +190,8 @@ class Judge:
         if check.kind == "browser":
             from .browser_check import check_page
 
-            return await asyncio.wait_for(asyncio.to_thread(check_page, solution, check.click, check.read,
-                                                            check.expect_text, timeout), timeout + 5)
+            return await asyncio.wait_for(check_page(solution, check.click, check.read, check.expect_text, timeout),
+                                          timeout + 5)
         raise ValueError(f"unknown check kind {check.kind!r}")
 
 

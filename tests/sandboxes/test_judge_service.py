@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -10,7 +11,6 @@ import httpx
 import pytest
 
 from slime_rl.sandboxes.base import RunRequest
-from slime_rl.sandboxes.bwrap import BwrapSandbox
 from slime_rl.sandboxes.judge import (BrowserCheck, HttpCheck, HttpProbe, IOCheck, Judge, PytestCheck, TaskSpec)
 
 ADD_TESTS = "from solution import add\n\ndef test_small():\n    assert add(2, 3) == 5\n\ndef test_neg():\n    assert add(-1, 1) == 0\n"
@@ -20,8 +20,14 @@ MAIN = "\nif __name__ == '__main__':\n    import sys\n    a, b = map(int, sys.st
 
 
 @pytest.fixture
-def judge(sandbox_cfg):
-    return Judge(BwrapSandbox(sandbox_cfg))
+def judge(sandbox):
+    """Both backends."""
+    return Judge(sandbox)
+
+
+@pytest.fixture
+def bwrap_judge(bwrap_sandbox):
+    return Judge(bwrap_sandbox)
 
 
 @pytest.mark.parametrize("solution, reward", [
@@ -32,14 +38,20 @@ def judge(sandbox_cfg):
     ("import time\ntime.sleep(60)\n", 0.0),
 ])
 def test_rewards_for_correct_wrong_partial_crashing_and_hanging(judge, solution, reward):
-    report = asyncio.run(judge.score(SPEC, solution))
+    report = asyncio.run(judge.score(SPEC.model_copy(update={"per_check_timeout_s": 3}), solution))
     assert report.reward == reward
     assert [c.name for c in report.checks] == ["unit tests", "io"]
 
 
-def test_all_or_nothing_scoring(judge):
+def test_all_or_nothing_scoring_and_sandbox_metrics(bwrap_sandbox, tmp_path):
+    from slime_rl.metrics import MetricsSink
+
+    judge = Judge(bwrap_sandbox, MetricsSink("judge", run_dir=tmp_path))
     spec = SPEC.model_copy(update={"scoring": "all_or_nothing"})
     assert asyncio.run(judge.score(spec, "def add(a, b):\n    return a + b + (a == 2)\n" + MAIN)).reward == 0.0
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["kind"] == "sandbox" and record["executions"] == 2 and record["failures"] == 1
+    assert record["latency_s_mean"] > 0
 
 
 def test_generated_http_service_is_probed(judge):
@@ -62,7 +74,8 @@ HTTPServer(("127.0.0.1", 8000), H).serve_forever()
 
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian chromium missing: make test installs it")
-def test_generated_web_page_is_checked_in_a_real_browser(judge):
+def test_generated_web_page_is_checked_in_a_real_browser(bwrap_judge):
+    judge = bwrap_judge
     page = ("<html><body><button id='b' onclick=\"document.getElementById('out').textContent='clicked!'\">go</button>"
             "<p id='out'>waiting</p></body></html>")
     spec = TaskSpec(checks=[BrowserCheck(click="#b", read="#out", expect_text="clicked!")], per_check_timeout_s=20)
@@ -71,7 +84,7 @@ def test_generated_web_page_is_checked_in_a_real_browser(judge):
     assert asyncio.run(judge.score(spec, page.replace("clicked!", "nope"))).reward == 0.0
 
 
-def test_cancelled_judge_kills_its_sandbox_run(judge):
+def test_cancelled_judge_kills_its_sandbox_run(judge):  # both backends
     spec = TaskSpec(checks=[IOCheck(expected_stdout="x")], per_check_timeout_s=30, total_timeout_s=60)
 
     async def go():
@@ -89,6 +102,8 @@ def test_service_speaks_sandboxfusion_and_limits_concurrency(sandbox_cfg):
     import uvicorn
 
     from slime_rl.net import free_port, wait_for_port
+    from slime_rl.config import SandboxConfig
+    from slime_rl.sandboxes.base import make_sandbox
     from slime_rl.sandboxes.client import SandboxClient
     from slime_rl.sandboxes.service import create_app
 
@@ -122,6 +137,22 @@ def test_service_speaks_sandboxfusion_and_limits_concurrency(sandbox_cfg):
         assert stats["running"] == 1 and stats["waiting"] == 2  # concurrency limit 1: the others queue
         assert all(r.status == "Success" for r in results.values())
         assert time.time() - started >= 3.0  # served one at a time
+        # the remote backend is the client: a judge can run against the service (or a SandboxFusion deployment)
+        remote = make_sandbox(SandboxConfig(backend="remote", remote_url=url))
+        report = asyncio.run(Judge(remote).score(SPEC, "def add(a, b):\n    return a + b\n" + MAIN))
+        assert report.reward == 1.0, report
+        remote.close()
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_client_reads_a_sandboxfusion_response_with_nulls_and_extra_fields():
+    from slime_rl.sandboxes.base import RunResult
+
+    body = {"status": "Failed", "message": "", "compile_result": None, "executor_pod_name": None, "files": {},
+            "run_result": {"status": "TimeLimitExceeded", "execution_time": None, "return_code": None,
+                           "stdout": None, "stderr": "", "meta": {}}}
+    res = RunResult.model_validate(body)
+    assert res.status == "Failed" and res.run_result.status.value == "TimeLimitExceeded"
+    assert res.run_result.stdout == "" and res.run_result.execution_time is None
