@@ -49,7 +49,9 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/slime-rl train examples/math/config.yaml
 
+# every benchmark, then BENCHMARKS.md and its charts; TRL (the `bench trl` baseline) only installs here
 bench: setup
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/bench.txt
 	$(VENV)/bin/slime-rl bench all
 
 clean:

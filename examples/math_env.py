@@ -1,12 +1,22 @@
 """Arithmetic questions with a verifiable answer: the demo task.
 
-SmolLM2-135M-Instruct gets two-digit addition right only a few percent of the time, too rarely for GRPO to find a
-signal in a few minutes. Single-digit addition, scored on the last number of the response (so "3 + 4 = 7" counts),
-starts around 0.25 at temperature 1 (measured: 0.27 on 128 samples), in the learnable middle. Reward 1 for the
-right number, 0 otherwise. Data are generated, never downloaded.
+Measured starting rewards of SmolLM2-135M-Instruct (temperature 1, 16 new tokens, 192-256 samples each, same
+system prompt): two-digit addition 0.00-0.03; "Answer: N" format + correctness 0.01; counting letters 0.06;
+successor of a number 0.04; larger of two 2-digit numbers 0.22; smaller of two digits 0.27; single-digit addition
+scored on the last number 0.18-0.24; the same with proximity credit 0.47. The model mostly rambles and is cut off
+at the token limit (mean length ~14.5 of 16); bare-number replies are rare (~1%) and, at the start, wrong.
+Single-digit addition scored on the last number of the reply (so "3 + 4 = 7" counts) sits in the learnable middle:
+GRPO's first win is answering at once, where the model is most accurate. `format_bonus` (default 0) optionally
+adds credit for a bare-number reply.
+
+Data are generated, never downloaded: `python -m slime_rl_examples.math_env --out examples/math` writes the
+shipped train/eval JSONL (disjoint seeds; with single digits there are only 100 distinct questions, so "held out"
+means unseen draws, not unseen problems); `load_dataset(None)` generates the same rows on the fly.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import random
 import re
 from pathlib import Path
@@ -15,7 +25,10 @@ from typing import Any
 from slime_rl.env_api import Messages, SingleTurnEnv, read_jsonl
 
 _NUMBER = re.compile(r"-?\d+")
+_BARE_NUMBER = re.compile(r"^\s*-?\d+\s*\.?\s*$")
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+DATA_DIR = Path(__file__).parent / "math"
+SEEDS = {"train": 1, "eval": 2}
 
 
 def make_problems(n: int, seed: int, max_operand: int = 9, ops: str = "+") -> list[dict[str, Any]]:
@@ -35,20 +48,48 @@ def last_number(text: str) -> str | None:
 class ArithmeticEnv(SingleTurnEnv):
     name = "arithmetic"
     instruction = "Answer with only the number."
-
     system = "You are a concise math assistant."  # shorter than the template's default: fewer tokens per sample
+
+    def __init__(self, format_bonus: float = 0.0, **kwargs: Any):
+        super().__init__(format_bonus=format_bonus, **kwargs)
+        if not 0.0 <= format_bonus < 1.0:
+            raise ValueError(f"format_bonus must be in [0, 1), got {format_bonus}")
+        self.format_bonus = format_bonus
 
     def prompt(self, sample: dict[str, Any]) -> Messages:
         return [{"role": "system", "content": self.system},
                 {"role": "user", "content": f"{sample['question']} {self.instruction}"}]
 
     def reward(self, sample: dict[str, Any], response_text: str) -> float:
-        return float(last_number(response_text) == str(sample["answer"]))
+        correct = last_number(response_text) == str(sample["answer"])
+        bare = bool(_BARE_NUMBER.match(response_text))
+        return (1.0 - self.format_bonus) * correct + self.format_bonus * bare
+
+    @classmethod
+    def shipped(cls, split: str) -> Path:
+        return DATA_DIR / f"{split}.jsonl"
 
     @classmethod
     def load_dataset(cls, path: str | Path | None, split: str = "train", num_samples: int = 2000,
                      max_operand: int = 9, ops: str = "+", **_: Any) -> list[dict[str, Any]]:
         if path is not None:
             return read_jsonl(path)
-        seed = 1 if split == "train" else 2  # disjoint random streams for train and held-out prompts
-        return make_problems(num_samples, seed, max_operand, ops)
+        return make_problems(num_samples, SEEDS.get(split, 3), max_operand, ops)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="write the arithmetic train/eval JSONL")
+    ap.add_argument("--out", type=Path, default=DATA_DIR)
+    ap.add_argument("--train", type=int, default=2000)
+    ap.add_argument("--eval", type=int, default=200)
+    ap.add_argument("--max-operand", type=int, default=9)
+    ap.add_argument("--ops", default="+")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", args.train), ("eval", args.eval)):
+        rows = make_problems(n, SEEDS[split], args.max_operand, args.ops)
+        (args.out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,12 @@
-"""Async client for the SGLang native API, used unchanged for a real SGLang server and the built-in CPU engine."""
+"""Async client for the SGLang native API, used unchanged for a real SGLang server and the built-in CPU engine.
+
+On GPU machines: `pip install "slime-rl[sglang]"`, then either let the run start servers (engines.kind: sglang,
+through `engine_launcher.launch_sglang_server`, i.e. `python -m sglang.launch_server --model-path M --port P`)
+or start them yourself and list them (engines.kind: external, engines.urls: [http://host:port, ...]).
+Token versions: SGLang reports one `weight_version` string per response; the CPU engine also sends
+`output_token_weight_versions` (one int per token, so a request that spans a weight swap carries both versions).
+The client uses the per-token list when present, else the response's version for every token.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -30,10 +38,19 @@ def parse_generate(body: dict[str, Any], engine: str) -> GenerateResult:
         raise EngineError(f"{engine}: {len(lps)} logprobs for {len(ids)} output tokens (was return_logprob set?)")
     versions = meta.get("output_token_weight_versions")
     if versions is None:  # a stock SGLang server reports one version per response
-        v = meta.get("weight_version")
-        versions = [int(v) if v is not None and str(v).lstrip("-").isdigit() else 0] * len(ids)
+        versions = [parse_version(meta.get("weight_version"))] * len(ids)
+    elif len(versions) != len(ids):
+        raise EngineError(f"{engine}: {len(versions)} token versions for {len(ids)} output tokens")
     finish = (meta.get("finish_reason") or {}).get("type", "stop")
     return GenerateResult(ids, lps, [int(v) for v in versions], finish, body.get("text", ""), engine)
+
+
+def parse_version(v: Any) -> int:
+    """SGLang reports weight_version as a string; ours hold an int. Anything else (e.g. "default") counts as 0."""
+    if isinstance(v, int):
+        return v
+    s = str(v).strip() if v is not None else ""
+    return int(s) if s.lstrip("-").isdigit() else 0
 
 
 class EngineClient:
@@ -66,6 +83,12 @@ class EngineClient:
     async def abort(self, rid: str | None = None, abort_all: bool = False) -> None:
         await self._post("/abort_request", {"rid": rid, "abort_all": abort_all})
 
+    async def pause(self, mode: str = "abort") -> None:
+        await self._post("/pause_generation", {"mode": mode})
+
+    async def resume(self) -> None:
+        await self._post("/continue_generation", {})
+
     async def health(self, timeout: float = 2.0) -> bool:
         try:
             return (await self.http.get("/health", timeout=timeout)).status_code == 200
@@ -76,7 +99,11 @@ class EngineClient:
         return (await self.http.get("/server_info")).json()
 
     async def weight_version(self) -> int:
-        return int((await self.http.get("/get_weight_version")).json()["weight_version"])
+        try:
+            resp = await self.http.get("/get_weight_version")
+        except httpx.HTTPError as exc:
+            raise EngineError(f"{self.url}/get_weight_version: {type(exc).__name__}: {exc}") from None
+        return parse_version(resp.json().get("weight_version"))
 
     async def _post(self, path: str, payload: dict[str, Any]) -> Any:
         try:

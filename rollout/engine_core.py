@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import torch
 
-from .engine_model import KVCache, ServingLlama
-from .sampling import SamplingParams, sample_next
+from .engine_model import Seq, ServingLlama
+from .sampling import SamplingParams, sample_batch
 
 log = logging.getLogger("slime_rl.engine")
 
@@ -34,7 +34,7 @@ class Request:
     output_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
-    cache: KVCache | None = None
+    cache: Seq | None = None  # its slot in the model's KV pool while running
     finish: dict[str, Any] | None = None
     generator: torch.Generator | None = None
     created: float = field(default_factory=time.time)
@@ -72,15 +72,21 @@ class EngineCore:
     # --- API used by the HTTP server (any thread) -------------------------------------------------------
     def submit(self, input_ids: list[int], params: SamplingParams, rid: str | None = None,
                on_token: Callable[[Request], None] | None = None) -> Request:
-        bad = [t for t in input_ids if not 0 <= t < self.model.vocab_size]
-        if not input_ids or bad:
-            raise ValueError(f"input_ids: empty or out of vocabulary range [0, {self.model.vocab_size}): {bad[:5]}")
-        if len(input_ids) + params.max_new_tokens > self.model.max_positions:
-            raise ValueError(f"input_ids + max_new_tokens exceeds the model's {self.model.max_positions} positions")
+        self.validate(input_ids, params)
         req = Request(rid or uuid.uuid4().hex, list(input_ids), params, on_token)
         req.generator = torch.Generator().manual_seed(params.seed if params.seed is not None else next(self._seeds))
         self._call(lambda: self.waiting.append(req))
         return req
+
+    def validate(self, input_ids: list[int], params: SamplingParams) -> None:
+        if not input_ids:
+            raise ValueError("input_ids: empty prompt")
+        bad = [t for t in input_ids if not 0 <= t < self.model.vocab_size]
+        if bad:
+            raise ValueError(f"input_ids: token ids {bad[:5]} outside the vocabulary [0, {self.model.vocab_size})")
+        if len(input_ids) + params.max_new_tokens > self.model.max_positions:
+            raise ValueError(f"input_ids ({len(input_ids)}) + max_new_tokens ({params.max_new_tokens}) exceeds the "
+                             f"model's {self.model.max_positions} positions")
 
     def abort(self, rid: str | None = None, abort_all: bool = False) -> Future:
         return self._call(lambda: self._abort(lambda r: abort_all or r.rid == rid or r.rid.startswith(f"{rid}-")))
@@ -92,7 +98,7 @@ class EngineCore:
                 self._abort(lambda r: True)
             elif mode == "retract":  # give up KV caches; the requests re-prefill from their tokens on continue
                 for r in self.running:
-                    r.cache = None
+                    self._release(r)
                 self.waiting[:0] = self.running
                 self.running = []
         return self._call(op)
@@ -101,13 +107,23 @@ class EngineCore:
         return self._call(lambda: setattr(self, "paused", False))
 
     def request_weight_swap(self, named_tensors: dict[str, torch.Tensor], version: int | None = None) -> Future:
-        """Copy the given HF-named tensors into the model between decode steps (all or nothing)."""
-        params = dict(self.model.hf.named_parameters())
-        for name, t in named_tensors.items():
-            if name not in params:
-                raise KeyError(f"unknown parameter {name!r}")
-            if tuple(t.shape) != tuple(params[name].shape):
-                raise ValueError(f"{name}: shape {tuple(t.shape)} != model's {tuple(params[name].shape)}")
+        """Copy the given HF-named tensors (a subset is fine) into the model between decode steps. All or
+        nothing: a wrong name, shape or dtype fails the returned future, naming the tensor, and changes nothing.
+        Floating-point tensors of another precision are cast (as SGLang does); integer/bool ones are refused."""
+        # with tied embeddings lm_head.weight is an alias of embed_tokens.weight: accept either name
+        params = dict(self.model.hf.named_parameters(remove_duplicate=False))
+        try:
+            for name, t in named_tensors.items():
+                if name not in params:
+                    raise KeyError(f"unknown parameter {name!r} (not in {type(self.model.hf).__name__})")
+                if tuple(t.shape) != tuple(params[name].shape):
+                    raise ValueError(f"{name}: shape {tuple(t.shape)} != model's {tuple(params[name].shape)}")
+                if not t.is_floating_point():
+                    raise ValueError(f"{name}: dtype {t.dtype} is not floating point (model is {self.model.dtype})")
+        except (KeyError, ValueError) as exc:
+            failed: Future = Future()
+            failed.set_exception(exc)
+            return failed
 
         def op():
             with torch.no_grad():
@@ -126,22 +142,21 @@ class EngineCore:
         tensors: dict[str, torch.Tensor] = {}
         for f in files:
             tensors.update(load_file(str(f)))
-        own = dict(self.model.hf.named_parameters())
-        if "lm_head.weight" in tensors and "lm_head.weight" not in own:
-            tensors.pop("lm_head.weight")  # tied embeddings
         return self.request_weight_swap(tensors, version)
 
     def set_version(self, version: int) -> Future:
         return self._call(lambda: setattr(self, "weight_version", int(version)))
 
     def flush_cache(self) -> Future:
-        return self._call(lambda: None)  # caches are per request and freed when it finishes
+        # no cross-request prefix cache to drop: a request's KV slot is freed when it finishes, and the pool's
+        # memory is released whenever no request is running
+        return self._call(lambda: None)
 
     def info(self) -> dict[str, Any]:
         return {"weight_version": str(self.weight_version), "max_batch_size": self.max_batch_size,
                 "num_running_reqs": len(self.running), "num_waiting_reqs": len(self.waiting),
                 "generated_tokens_total": self.generated_tokens_total, "paused": self.paused,
-                "model_path": self.model_path}
+                "cached_tokens": sum(s.length for s in self.model.pool.seqs), "model_path": self.model_path}
 
     def shutdown(self) -> None:
         with self._wake:
@@ -172,9 +187,11 @@ class EngineCore:
             except Exception as exc:  # a bug must fail the requests, not hang them
                 log.exception("engine step failed")
                 for r in self.waiting + self.running:
+                    r.cache = None
                     if not r.future.done():
                         r.future.set_exception(exc)
                 self.waiting, self.running = [], []
+                self.model.pool.reset()
 
     def _has_work(self) -> bool:
         return not self.paused and bool(self.waiting or self.running)
@@ -193,43 +210,51 @@ class EngineCore:
         while self.waiting and len(self.running) < self.max_batch_size:
             batch = self.waiting[: self.max_batch_size - len(self.running)]
             self.waiting = self.waiting[len(batch):]
-            # requests sharing a prompt (the n samples of a GRPO group) prefill once and copy the cache
-            fresh: dict[tuple[int, ...], list[Request]] = {}
+            # requests sharing a prompt (the n samples of a GRPO group) prefill once and copy the cache; distinct
+            # prompts with a long common prefix (system prompt, multi-turn history) share that part
+            groups: dict[tuple[int, ...], list[Request]] = {}
             for r in batch:
-                fresh.setdefault(tuple(r.input_ids + r.output_ids), []).append(r)
-            keys = list(fresh)
-            caches = [self.model.new_cache(len(k) + fresh[k][0].params.max_new_tokens) for k in keys]
-            logits = self.model.forward([list(k) for k in keys], caches)
-            for i, k in enumerate(keys):
-                for j, r in enumerate(fresh[k]):
-                    r.cache = caches[i] if j == 0 else caches[i].clone()
-                    self._emit(r, logits[i])
-            self.running += [r for r in batch if r.finish is None]
+                groups.setdefault(tuple(r.input_ids + r.output_ids), []).append(r)
+            self.running += batch  # before any work, so a failure below fails these requests too
+            seqs, logits = self.model.prefill_many(list(groups))
+            rows = []
+            for i, (seq, group) in enumerate(zip(seqs, groups.values())):
+                group[0].cache = seq
+                for r in group[1:]:
+                    r.cache = self.model.pool.fork(seq)
+                rows += [i] * len(group)
+            self._emit([r for g in groups.values() for r in g], logits[torch.tensor(rows)])
 
     def _decode_step(self) -> None:
-        batch = self.running
-        logits = self.model.forward([[r.output_ids[-1]] for r in batch], [r.cache for r in batch])
-        for r, row in zip(batch, logits):
-            self._emit(r, row)
-        self.running = [r for r in batch if r.finish is None]
+        batch = sorted(self.running, key=lambda r: r.cache.slot)  # pool order: attention reads a dense view
+        logits = self.model.decode([r.output_ids[-1] for r in batch], [r.cache for r in batch])
+        self._emit(batch, logits)
 
-    def _emit(self, r: Request, logits: torch.Tensor) -> None:
-        token, logprob = sample_next(logits, r.params, r.generator)
-        r.output_ids.append(token)
-        r.logprobs.append(logprob)
-        r.versions.append(self.weight_version)
-        self.generated_tokens_total += 1
-        if token in r.params.stop_token_ids or (token in self.eos_ids and not r.params.ignore_eos):
-            r.finish = {"type": "stop", "matched": token}
-        elif len(r.output_ids) >= r.params.max_new_tokens:
-            r.finish = {"type": "length", "length": len(r.output_ids)}
-        if r.on_token:
-            r.on_token(r)
-        if r.finish is not None:
-            self._finish(r)
+    def _emit(self, batch: list[Request], logits: torch.Tensor) -> None:
+        tokens, logprobs = sample_batch(logits, [r.params for r in batch], [r.generator for r in batch])
+        for r, token, logprob in zip(batch, tokens, logprobs):
+            r.output_ids.append(token)
+            r.logprobs.append(logprob)
+            r.versions.append(self.weight_version)
+            if token in r.params.stop_token_ids or (token in self.eos_ids and not r.params.ignore_eos):
+                r.finish = {"type": "stop", "matched": token}
+            elif len(r.output_ids) >= r.params.max_new_tokens:
+                r.finish = {"type": "length", "length": len(r.output_ids)}
+            if r.on_token:
+                r.on_token(r)
+        self.generated_tokens_total += len(batch)
+        for r in batch:
+            if r.finish is not None:
+                self._finish(r)
+        self.running = [r for r in self.running if r.finish is None]
+
+    def _release(self, r: Request) -> None:
+        if r.cache is not None:
+            self.model.pool.free(r.cache)
+            r.cache = None
 
     def _finish(self, r: Request) -> None:
-        r.cache = None
+        self._release(r)
         if not r.future.done():
             r.future.set_result(r.result())
 

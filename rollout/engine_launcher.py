@@ -80,7 +80,16 @@ def launch_cpu_engine(model_path: str | Path, port: int | None = None, max_batch
 
 def launch_sglang_server(model_path: str | Path, port: int | None = None, extra_args: tuple[str, ...] = (),
                          log_path: str | Path | None = None, timeout: float = 900.0) -> EngineProcess:
-    """A real SGLang server (GPU machines, `pip install slime-rl[sglang]`); same API, same client."""
+    """A real SGLang server on a GPU machine: same native API, same client and router as the CPU engine.
+
+    Install with `pip install slime-rl[sglang]` (CUDA torch first), then e.g.
+    `launch_sglang_server("/models/Qwen2.5-7B", extra_args=("--tp", "2", "--mem-fraction-static", "0.8"))`,
+    or the config `engines.kind: sglang`. What differs from the CPU engine: SGLang reports one `weight_version`
+    per response (no `output_token_weight_versions`; the client fills every token with it), its weights are
+    pushed with `/update_weights_from_disk` as here (its `/update_weights_from_tensor` expects SGLang's own
+    serialisation), and its bf16 GPU kernels put its logprobs further from the trainer's than fp32 on CPU.
+    Not testable on a CPU-only machine: nothing in the test suite starts it.
+    """
     port = port or free_port()
     argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_path), "--host", "127.0.0.1",
             "--port", str(port), *extra_args]

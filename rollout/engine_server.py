@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Request as HttpRequest
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,48 +45,85 @@ def _response(core: EngineCore, res: dict[str, Any], return_logprob: bool) -> di
 def create_app(core: EngineCore) -> FastAPI:
     app = FastAPI(title="slime-rl CPU engine (SGLang native API)")
 
+    # SGLang answers malformed requests with 400; name the offending field(s) in the message
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_, exc: RequestValidationError):
+        return JSONResponse(status_code=400, content={"error": {"message": _describe(exc.errors())}})
+
     @app.exception_handler(ValidationError)
     async def _invalid(_, exc: ValidationError):
-        return JSONResponse(status_code=400, content={"error": {"message": str(exc)}})
+        return JSONResponse(status_code=400, content={"error": {"message": _describe(exc.errors())}})
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_, exc: HTTPException):
+        return JSONResponse(status_code=exc.status_code, content={"error": {"message": exc.detail}})
 
     def _prompts(req: GenerateReq) -> list[list[int]]:
         if req.input_ids is None and req.text is None:
             raise HTTPException(400, "one of input_ids or text is required")
         if req.input_ids is not None:
             ids = req.input_ids
+            if not ids:
+                raise HTTPException(400, "input_ids: empty")
             return [ids] if ids and isinstance(ids[0], int) else ids  # type: ignore[list-item]
         texts = [req.text] if isinstance(req.text, str) else req.text
         return [core.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     @app.post("/generate")
-    async def generate(req: GenerateReq):
+    async def generate(req: GenerateReq, http: HttpRequest):
         prompts = _prompts(req)
+        batched = isinstance(req.text, list) or bool(req.input_ids) and isinstance(req.input_ids[0], list)
         n = req.sampling_params.n
+        if isinstance(req.rid, list) and len(req.rid) != len(prompts):
+            raise HTTPException(400, f"rid: {len(req.rid)} ids for {len(prompts)} prompts")
         rids = req.rid if isinstance(req.rid, list) else [req.rid] * len(prompts)
+        try:
+            for ids in prompts:  # all or nothing: a bad prompt in a batch starts none of them
+                core.validate(ids, req.sampling_params)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         on_token = (lambda r: loop.call_soon_threadsafe(queue.put_nowait, r.result())) if req.stream else None
         jobs: list[Request] = []
-        try:
-            for i, (ids, rid) in enumerate(zip(prompts, rids)):
-                for j in range(n):
-                    sub_rid = rid if (rid and n == 1) else f"{rid or 'req'}-{i}-{j}" if rid else None
-                    jobs.append(core.submit(ids, req.sampling_params, sub_rid, on_token))
-        except ValueError as exc:
-            raise HTTPException(400, str(exc)) from None
+        shared = batched and isinstance(req.rid, str)
+        for i, (ids, rid) in enumerate(zip(prompts, rids)):
+            for j in range(n):
+                params = req.sampling_params
+                if params.seed is not None and j:  # the n samples of a seeded request still differ
+                    params = params.model_copy(update={"seed": params.seed + j})
+                # a rid shared by several samples/prompts gets suffixes; aborting the rid aborts them all
+                sub = None if rid is None else f"{rid}-{i}-{j}" if shared else f"{rid}-{j}" if n > 1 else rid
+                jobs.append(core.submit(ids, params, sub, on_token))
         if req.stream:
-            return StreamingResponse(_stream(core, jobs, queue, req.return_logprob), media_type="text/event-stream")
-        results = [await asyncio.wrap_future(j.future) for j in jobs]
-        out = [_response(core, r, req.return_logprob) for r in results]
-        return out[0] if len(out) == 1 and not isinstance(req.input_ids and req.input_ids[0], list) else out
+            return StreamingResponse(_stream(jobs, queue, req.return_logprob), media_type="text/event-stream")
+        pending = [asyncio.wrap_future(j.future) for j in jobs]
+        while not all(f.done() for f in pending):  # a client that hangs up aborts its requests (as SGLang does)
+            await asyncio.wait(pending, timeout=1.0)
+            if await http.is_disconnected():
+                _abort_unfinished(jobs)
+        out = [_response(core, f.result(), req.return_logprob) for f in pending]
+        return out if batched or len(out) > 1 else out[0]
 
-    async def _stream(core: EngineCore, jobs: list[Request], queue: asyncio.Queue, return_logprob: bool):
-        open_rids = {j.rid for j in jobs}
-        while open_rids:
-            res = await queue.get()
-            yield f"data: {json.dumps(_response(core, res, return_logprob))}\n\n"
-            if res["finish_reason"] is not None:
-                open_rids.discard(res["rid"])
+    def _abort_unfinished(jobs: list[Request]) -> None:
+        for j in jobs:
+            if not j.future.done():
+                core.abort(j.rid)
+
+    async def _stream(jobs: list[Request], queue: asyncio.Queue, return_logprob: bool):
+        index = {j.rid: i for i, j in enumerate(jobs)}
+        open_rids = set(index)
+        try:
+            while open_rids:
+                res = await queue.get()
+                body = _response(core, res, return_logprob)
+                if len(jobs) > 1:
+                    body["index"] = index[res["rid"]]
+                yield f"data: {json.dumps(body)}\n\n"
+                if res["finish_reason"] is not None:
+                    open_rids.discard(res["rid"])
+        finally:  # also runs when the client disconnects mid-stream
+            _abort_unfinished(jobs)
         yield "data: [DONE]\n\n"
 
     @app.post("/abort_request")
@@ -141,11 +179,11 @@ def create_app(core: EngineCore) -> FastAPI:
         if "model_path" not in body:
             raise HTTPException(400, "model_path is required")
         try:
-            if body.get("abort_all_requests"):
+            if _flag(body.get("abort_all_requests")):
                 await asyncio.wrap_future(core.abort(abort_all=True))
             await asyncio.wrap_future(core.load_weights_from_disk(body["model_path"], _version(body)))
-        except (OSError, KeyError, ValueError) as exc:
-            return {"success": False, "message": str(exc)}
+        except Exception as exc:  # a failed update answers success=false and leaves the engine as it was
+            return {"success": False, "message": f"update_weights_from_disk failed: {exc}"}
         return {"success": True, "message": f"loaded {body['model_path']}", "weight_version": str(core.weight_version)}
 
     @app.post("/update_weights_from_tensor")
@@ -155,33 +193,58 @@ def create_app(core: EngineCore) -> FastAPI:
         try:
             if request.headers.get("content-type", "").startswith("application/octet-stream"):
                 tensors = load_safetensors(await request.body())
-                version = request.query_params.get("weight_version")
+                opts: dict[str, Any] = dict(request.query_params)
             else:
-                body = await request.json()
+                opts = await request.json()
+                blobs = opts.get("serialized_named_tensors")
+                if not isinstance(blobs, list) or not blobs:
+                    raise ValueError("serialized_named_tensors: a non-empty list of base64 safetensors blobs is required")
                 tensors = {}
-                for blob in body.get("serialized_named_tensors", []):
+                for blob in blobs:
                     tensors.update(load_safetensors(base64.b64decode(blob)))
-                version = body.get("weight_version")
-            await asyncio.wrap_future(core.request_weight_swap(tensors, int(version) if version is not None else None))
-        except (KeyError, ValueError, RuntimeError) as exc:
-            return {"success": False, "message": str(exc)}
+            if _flag(opts.get("abort_all_requests")):
+                await asyncio.wrap_future(core.abort(abort_all=True))
+            await asyncio.wrap_future(core.request_weight_swap(tensors, _version(opts)))
+        except Exception as exc:  # bad payloads included: never a 500, never a half-applied update
+            return {"success": False, "message": f"update_weights_from_tensor failed: {exc}"}
         return {"success": True, "message": f"updated {len(tensors)} tensors", "weight_version": str(core.weight_version)}
 
     @app.post("/update_weight_version")
     async def update_weight_version(body: dict[str, Any]):
         if "new_version" not in body:
             raise HTTPException(400, "new_version is required")
-        if body.get("abort_all_requests"):
+        try:
+            version = _version({"weight_version": body["new_version"]})
+        except ValueError as exc:
+            raise HTTPException(400, f"new_version: {exc}") from None
+        if _flag(body.get("abort_all_requests")):
             await asyncio.wrap_future(core.abort(abort_all=True))
-        await asyncio.wrap_future(core.set_version(int(body["new_version"])))
+        await asyncio.wrap_future(core.set_version(version))
         return {"success": True, "message": f"weight_version={core.weight_version}"}
 
     return app
 
 
+def _describe(errors) -> str:
+    parts = []
+    for e in errors:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
 def _version(body: dict[str, Any]) -> int | None:
     v = body.get("weight_version")
-    return int(v) if v is not None else None
+    if v is None:
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"weight_version must be an integer, got {v!r}") from None
+
+
+def _flag(v: Any) -> bool:  # JSON bools, or query strings like "true"/"1"
+    return v is True or str(v).lower() in ("true", "1")
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 30000, max_batch_size: int = 32,

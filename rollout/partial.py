@@ -1,15 +1,25 @@
 """Partial rollouts: a request aborted in the long tail keeps its tokens, logprobs and per-token versions and is
 resumed later from them (with max_new_tokens reduced by what it already has), or dropped once its first token is
-more than tau versions behind the trainer."""
+more than tau versions behind the trainer.
+
+Life of a group:   running --(all samples finish)--> complete --> pushed
+                   running --(tail abort)--> waiting (done samples + partials) --(take, fresh)--> running
+                                                                              --(take, stale)--> dropped
+Pure logic: no I/O, tested without engines or Redis.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from slime_rl.trajectory import Trajectory
+
 
 @dataclass
 class Partial:
-    key: str  # episode id: resumes route to the same engine
+    """One aborted sample: everything the engine produced for it so far."""
+
+    key: str  # episode id: a resume routes to the same engine (prefix-cache affinity)
     sample: dict[str, Any]
     group_id: str
     sample_index: int
@@ -17,9 +27,16 @@ class Partial:
     output_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
+    aborts: int = 1  # how many times it was cut off
+
+    def __post_init__(self) -> None:
+        if not (len(self.output_ids) == len(self.logprobs) == len(self.versions)):
+            raise ValueError(f"partial {self.key}: {len(self.output_ids)} tokens, {len(self.logprobs)} logprobs, "
+                             f"{len(self.versions)} versions")
 
     def remaining(self, max_new_tokens: int) -> int:
-        return max_new_tokens - len(self.output_ids)
+        """The budget of the resumed request: the original one less what was already generated."""
+        return max(0, max_new_tokens - len(self.output_ids))
 
     def first_version(self) -> int | None:
         return self.versions[0] if self.versions else None
@@ -28,30 +45,70 @@ class Partial:
         self.output_ids += ids
         self.logprobs += logprobs
         self.versions += versions
+        self.aborts += 1
+
+
+@dataclass
+class PendingGroup:
+    """The samples of one prompt: finished trajectories plus aborted partials still to resume."""
+
+    sample: dict[str, Any]
+    group_id: str
+    prompt_index: int
+    done: list[Trajectory] = field(default_factory=list)
+    partials: list[Partial] = field(default_factory=list)
+
+    def first_version(self) -> int | None:
+        """The oldest policy version any of its tokens came from (the group's staleness clock)."""
+        firsts = [p.first_version() for p in self.partials] + [t.first_version for t in self.done]
+        firsts = [v for v in firsts if v is not None and v >= 0]
+        return min(firsts) if firsts else None
+
+    def is_stale(self, trainer_version: int, tau: int) -> bool:
+        first = self.first_version()
+        return first is not None and trainer_version - first > tau
+
+    def is_complete(self, group_size: int) -> bool:
+        return not self.partials and len(self.done) == group_size
+
+    def todo(self, group_size: int) -> list[tuple[int, Partial | None]]:
+        """(sample index, partial to resume or None for a fresh sample) for everything not yet done."""
+        if self.partials:
+            return [(p.sample_index, p) for p in self.partials]
+        have = {t.sample_index for t in self.done}
+        return [(i, None) for i in range(group_size) if i not in have]
 
 
 class PartialStore:
+    """Groups waiting to be resumed. `take` hands back the fresh ones and drops (and counts) the stale ones."""
+
     def __init__(self, tau: int):
         self.tau = tau
-        self.items: dict[str, Partial] = {}
-        self.dropped = 0
+        self.waiting: list[PendingGroup] = []
+        self.dropped_groups = 0
+        self.dropped_samples = 0
         self.resumed = 0
 
-    def put(self, p: Partial) -> None:
-        self.items[p.key] = p
+    def put(self, group: PendingGroup) -> None:
+        self.waiting.append(group)
 
-    def take_resumable(self, trainer_version: int) -> list[Partial]:
-        """Everything still fresh enough to finish; stale ones are dropped and counted."""
-        fresh = []
-        for p in self.items.values():
-            first = p.first_version()
-            if first is not None and trainer_version - first > self.tau:
-                self.dropped += 1
+    def take(self, trainer_version: int, limit: int | None = None) -> list[PendingGroup]:
+        """Up to `limit` fresh groups, oldest first; every stale group is dropped on the way."""
+        fresh, keep = [], []
+        for g in self.waiting:
+            if g.is_stale(trainer_version, self.tau):
+                self.dropped_groups += 1
+                self.dropped_samples += len(g.partials) + len(g.done)
+            elif limit is None or len(fresh) < limit:
+                fresh.append(g)
             else:
-                fresh.append(p)
-        self.items.clear()
-        self.resumed += len(fresh)
+                keep.append(g)
+        self.waiting = keep
+        self.resumed += sum(len(g.partials) for g in fresh)
         return fresh
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.waiting)
+
+    def num_partials(self) -> int:
+        return sum(len(g.partials) for g in self.waiting)

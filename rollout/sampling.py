@@ -1,5 +1,5 @@
 """Per-request sampling with exact logprobs of the raw model distribution (temperature 1): that is what the
-trainer compares against. temperature/top_p/top_k only shape which token is drawn."""
+trainer compares against. temperature/top_p/top_k/min_p only shape which token is drawn."""
 from __future__ import annotations
 
 import torch
@@ -20,22 +20,50 @@ class SamplingParams(BaseModel):
     seed: int | None = None
 
 
-def sample_next(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None) -> tuple[int, float]:
-    logprobs = torch.log_softmax(logits, dim=-1)
-    if p.temperature == 0.0:
-        token = int(torch.argmax(logits))
-        return token, float(logprobs[token])
-    scaled = logits / p.temperature
-    if p.top_k > 0:
-        kth = torch.topk(scaled, min(p.top_k, scaled.numel())).values[-1]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    probs = torch.softmax(scaled, dim=-1)
+def _filtered(probs: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    """top-k / top-p / min-p on one row of probabilities (already at temperature); zeros out what is cut."""
+    if p.top_k > 0 and p.top_k < probs.numel():
+        kth = torch.topk(probs, p.top_k).values[-1]
+        probs = probs.masked_fill(probs < kth, 0.0)
     if p.top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
-        cut = sorted_probs.cumsum(0) - sorted_probs > p.top_p  # keep the smallest prefix reaching top_p
+        cut = sorted_probs.cumsum(0) - sorted_probs > p.top_p * sorted_probs.sum()  # smallest prefix reaching top_p
         sorted_probs[cut] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     if p.min_p > 0.0:
         probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
-    token = int(torch.multinomial(probs, 1, generator=generator))
-    return token, float(logprobs[token])
+    return probs
+
+
+def sample_batch(logits: torch.Tensor, params: list[SamplingParams],
+                 generators: list[torch.Generator | None]) -> tuple[list[int], list[float]]:
+    """One token per row of `logits` [B, vocab] and its logprob under log_softmax(logits). Written to make few
+    passes over the [B, vocab] logits: at temperature 1 the sampling distribution reuses the logsumexp."""
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+    tokens = torch.zeros(len(params), dtype=torch.long)
+    greedy = [i for i, p in enumerate(params) if p.temperature == 0.0]
+    if greedy:
+        tokens[greedy] = torch.argmax(logits[greedy], dim=-1)
+    rows = [i for i, p in enumerate(params) if p.temperature > 0.0]
+    if rows:
+        every = len(rows) == len(params)
+        sub, sub_lse = (logits, lse) if every else (logits[rows], lse[rows])
+        if all(params[i].temperature == 1.0 for i in rows):
+            probs = (sub - sub_lse).exp_()
+        else:
+            temps = torch.tensor([params[i].temperature for i in rows], dtype=logits.dtype)[:, None]
+            probs = torch.softmax(sub / temps, dim=-1)
+        for j, i in enumerate(rows):
+            p = params[i]
+            if p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0.0:
+                probs[j] = _filtered(probs[j], p)
+        # inverse-CDF draw, one uniform per request from its own generator (reproducible with `seed`)
+        cdf = probs.cumsum_(dim=-1)
+        u = torch.cat([torch.rand(1, generator=generators[i]) for i in rows]).to(cdf.dtype) * cdf[:, -1]
+        drawn = torch.searchsorted(cdf, u[:, None], right=True)[:, 0].clamp_(max=logits.shape[-1] - 1)
+        if every:
+            tokens = drawn
+        else:
+            tokens[rows] = drawn
+    logprobs = logits.gather(1, tokens[:, None])[:, 0] - lse[:, 0]
+    return tokens.tolist(), logprobs.tolist()

@@ -4,9 +4,10 @@ async mode (`run`): keep producing; a group starts only while the AReaL-style ca
     started_groups <= (v + tau + 1) * groups_per_step   (this worker's share)
 with v = the policy version the engines hold (never ahead of the trainer's): groups are trained in order, so group
 k is trained at trainer version ceil(k / groups_per_step) - 1 and its lag stays within tau even while a weight
-push is still on its way to the engines.
+push is still on its way to the engines. A request an engine aborts (e.g. a weight swap in abort mode) is resumed
+at once from its tokens.
 sync mode (`generate_groups`): start over_provision x the needed groups, push the first ones to finish, abort
-the long tail and keep those partials to resume first next time.
+the long tail and keep those partials to resume first next time (or drop them when partial_rollouts is off).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import asyncio
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections import Counter
 from typing import Any
 
 import ray
@@ -24,20 +25,12 @@ from slime_rl.config import RunConfig
 from slime_rl.env_api import load_env_class
 from slime_rl.metrics import MetricsSink
 from slime_rl.net import write_pid
-from slime_rl.trajectory import Trajectory, TrajectoryGroup
+from slime_rl.trajectory import Status, Trajectory, TrajectoryGroup
 
+from .dataset import PromptDataset, load_prompts
 from .episode import EpisodeRunner
-from .partial import Partial, PartialStore
+from .partial import Partial, PendingGroup, PartialStore
 from .router import Router
-
-
-@dataclass
-class PendingGroup:
-    sample: dict[str, Any]
-    group_id: str
-    prompt_index: int
-    done: list[Trajectory] = field(default_factory=list)
-    partials: list[Partial] = field(default_factory=list)
 
 
 class RolloutWorkerCore:
@@ -45,23 +38,23 @@ class RolloutWorkerCore:
                  run_dir: str | None = None):
         from transformers import AutoTokenizer
 
-        self.cfg, self.index = cfg, worker_index
+        self.cfg, self.index, self.rc = cfg, worker_index, cfg.rollout
         if run_dir:
             write_pid(run_dir, f"rollout-{worker_index}")
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         self.env_cls = load_env_class(cfg.env.name)
-        self.dataset = self.env_cls.load_dataset(cfg.env.dataset, split="train", **cfg.env.kwargs)
-        if not self.dataset:
-            raise ValueError(f"env {cfg.env.name}: the training dataset is empty")
-        self.router = Router(engine_urls, timeout=cfg.engines.request_timeout_s)
-        self.runner = EpisodeRunner(self.env_cls, cfg.env, cfg.rollout.sampling, self.tokenizer, self.router)
+        rows = load_prompts(self.env_cls, cfg.env.dataset, "train", cfg.env.kwargs)
+        self.dataset = PromptDataset(rows, worker_index, self.rc.num_workers, self.rc.shuffle, self.rc.seed,
+                                     name=f"{cfg.env.name} train")
+        self.router = Router(engine_urls, timeout=cfg.engines.request_timeout_s,
+                             health_interval_s=self.rc.health_interval_s, repack_below=self.rc.repack_below)
+        self.runner = EpisodeRunner(self.env_cls, cfg.env, self.rc.sampling, self.tokenizer, self.router)
         self.buffer = TrajectoryBuffer(cfg.buffer, redis_url, consumer=f"rollout-{worker_index}")
         self.metrics = MetricsSink(f"rollout-{worker_index}", redis_url, run_dir)
-        self.partials: list[PendingGroup] = []
         self.store = PartialStore(cfg.loss.staleness_tau)
-        self._cursor = worker_index
-        self._stop = asyncio.Event()
+        self._stopping = False
         self.started = self.pushed = self.tokens = self.failed = self.aborted = 0
+        self._aborted_logged = 0
         self.active_s = 0.0
         self._active_since: float | None = None
         self._inflight = 0
@@ -69,86 +62,80 @@ class RolloutWorkerCore:
 
     # --- public API -------------------------------------------------------------------------------------
     async def run(self, max_groups: int | None = None) -> dict[str, Any]:
-        self._stop.clear()
-        width = max(1, self.cfg.rollout.concurrency // self.cfg.rollout.group_size)
-        tasks: set[asyncio.Task] = set()
-        while not self._stop.is_set() and (max_groups is None or self.started < max_groups):
+        """Produce groups until stop() (or max_groups started and finished)."""
+        self._stopping = False
+        self.router.start()
+        width = max(1, self.rc.concurrency // self.rc.group_size)
+        tasks: dict[asyncio.Task, PendingGroup] = {}
+        while not self._stopping and (max_groups is None or self.started < max_groups):
             if len(tasks) < width and self.started < await self._capacity():
-                tasks.add(asyncio.create_task(self._produce(self._next_group())))
+                g = self._new_group()
+                tasks[asyncio.create_task(self._produce(g))] = g
                 continue
-            if tasks:
-                done, tasks = await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    t.result()
-            else:
-                await asyncio.sleep(0.2)  # at capacity: wait for the trainer to advance
-        if tasks:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._reap(tasks, timeout=0.5 if tasks else None)
+        cut = {g.group_id for g in tasks.values()} if self._stopping else set()
+        self.runner.aborting |= cut  # stopping: cut the in-flight requests short on the engines; keep nothing
+        await asyncio.gather(*(self.router.abort_prefix(gid) for gid in cut))
+        while tasks:
+            await self._reap(tasks, timeout=None)
+        self.runner.aborting -= cut
         return self.stats()
 
     async def generate_groups(self, num_groups: int) -> dict[str, Any]:
+        """Push exactly num_groups groups: over-provision, then abort the long tail and keep it for later."""
+        self._stopping = False
+        self.router.start()
         version = await asyncio.to_thread(self.buffer.policy_version)
-        resumed = [g for g in self.partials if self._fresh(g, version)]
-        self.store.dropped += sum(len(g.partials) for g in self.partials if g not in resumed)
-        self.partials = []
-        want = math.ceil(num_groups * self.cfg.rollout.over_provision)
-        pending = resumed + [self._next_group() for _ in range(max(0, want - len(resumed)))]
+        want = max(num_groups, math.ceil(num_groups * self.rc.over_provision))
+        pending = self.store.take(version, limit=want)
+        pending += [self._new_group() for _ in range(want - len(pending))]
         tasks = {asyncio.create_task(self._run_group(g)): g for g in pending}
         waiting, pushed = set(tasks), 0
         while pushed < num_groups and waiting:
             done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                pushed += await self._settle(t.result(), tasks[t], pushed < num_groups)
-        # the long tail: abort it and keep what it generated, to resume first next time
-        tail = list(waiting)
-        await asyncio.gather(*(self.router.abort(tasks[t].group_id) for t in tail))
-        for t, res in zip(tail, await asyncio.gather(*tail)):
-            pushed += await self._settle(res, tasks[t], pushed < num_groups)
+                pushed += await self._settle(t.result(), tasks[t], room=pushed < num_groups)
+        # the long tail: abort it on the engines; what it generated is kept and resumed first next time
+        tail = {tasks[t].group_id for t in waiting}
+        self.runner.aborting |= tail
+        await asyncio.gather(*(self.router.abort_prefix(gid) for gid in tail))
+        for t in waiting:
+            pushed += await self._settle(await t, tasks[t], room=pushed < num_groups)
+        self.runner.aborting -= tail
         return self.stats()
 
-    async def _settle(self, result: TrajectoryGroup | None, g: PendingGroup, room: bool) -> int:
-        """Push a finished group if this step still needs one; otherwise keep it (whole, or its partials)."""
-        if result is not None and room:
-            await self._push(result)
-            return 1
-        if result is not None:
-            g.done = list(result.trajectories)
-        elif not self.cfg.rollout.partial_rollouts:
-            self.store.dropped += len(g.partials)  # partial rollouts off: the long tail is discarded
-            return 0
-        self.partials.append(g)
-        return 0
-
     async def evaluate(self, samples: list[dict[str, Any]], greedy: bool = True) -> dict[str, Any]:
-        sem = asyncio.Semaphore(self.cfg.rollout.concurrency)
+        """Held-out evaluation: one episode per sample, nothing pushed to the buffer."""
+        sem = asyncio.Semaphore(self.rc.concurrency)
 
         async def one(i: int, s: dict[str, Any]) -> Trajectory:
             async with sem:
-                out = await self.runner.run(s, f"eval-{uuid.uuid4().hex[:8]}", i, greedy=greedy)
-                return out if isinstance(out, Trajectory) else None
+                return await self._to_the_end(s, f"eval-{uuid.uuid4().hex[:12]}", i, greedy)
 
-        trajs = [t for t in await asyncio.gather(*(one(i, s) for i, s in enumerate(samples))) if t is not None]
+        trajs = await asyncio.gather(*(one(i, s) for i, s in enumerate(samples)))
         rewards = [t.reward for t in trajs]
+        lengths = [sum(t.loss_mask) for t in trajs]
         return {"reward_mean": sum(rewards) / len(rewards) if rewards else 0.0, "samples": len(rewards),
-                "failed": sum(t.status.value == "failed" for t in trajs)}
+                "failed": sum(t.status == Status.FAILED for t in trajs),
+                "response_len_mean": sum(lengths) / len(lengths) if lengths else 0.0}
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping = True
 
     def stats(self) -> dict[str, Any]:
         active = self.active_s + (time.monotonic() - self._active_since if self._active_since else 0.0)
         return {"worker": self.index, "started": self.started, "pushed": self.pushed, "tokens": self.tokens,
                 "failed": self.failed, "aborted": self.aborted, "active_s": active,
-                "tokens_per_s": self.tokens / active if active else 0.0, "partials": len(self.partials),
-                "partials_dropped": self.store.dropped}
+                "tokens_per_s": self.tokens / active if active else 0.0, "partials": self.store.num_partials(),
+                "waiting_groups": len(self.store), "resumed": self.store.resumed,
+                "partials_dropped": self.store.dropped_samples, "repacked": self.router.repacked,
+                "engines": self.router.load()}
 
     # --- internals --------------------------------------------------------------------------------------
     async def _capacity(self) -> int:
         v = min(await asyncio.to_thread(self.buffer.policy_version), await self._engine_version())
-        total = (v + self.cfg.loss.staleness_tau + 1) * self.cfg.rollout.groups_per_step
-        n = self.cfg.rollout.num_workers
+        total = (v + self.cfg.loss.staleness_tau + 1) * self.rc.groups_per_step
+        n = self.rc.num_workers
         return total // n + (1 if self.index < total % n else 0)
 
     async def _engine_version(self) -> int:
@@ -160,65 +147,93 @@ class RolloutWorkerCore:
             pass
         return self.engine_version
 
-    def _next_group(self) -> PendingGroup:
-        i = self._cursor % len(self.dataset)
-        self._cursor += self.cfg.rollout.num_workers  # workers stride through the dataset without overlap
+    def _new_group(self) -> PendingGroup:
+        i, row = self.dataset.next()
         self.started += 1
-        return PendingGroup(self.dataset[i], uuid.uuid4().hex, i)
+        return PendingGroup(row, uuid.uuid4().hex, i)
 
-    def _fresh(self, g: PendingGroup, version: int) -> bool:
-        firsts = [p.first_version() for p in g.partials if p.first_version() is not None]
-        firsts += [t.first_version for t in g.done]
-        return not firsts or version - min(firsts) <= self.cfg.loss.staleness_tau
+    async def _reap(self, tasks: dict[asyncio.Task, PendingGroup], timeout: float | None) -> None:
+        if not tasks:
+            await asyncio.sleep(0.2)  # at capacity: wait for the trainer to advance
+            return
+        done, _ = await asyncio.wait(set(tasks), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            tasks.pop(t)
+            t.result()  # a bug in the worker itself must surface, not stall the run
 
     async def _produce(self, g: PendingGroup) -> None:
-        group = await self._run_group(g)
-        if group is not None:
-            await self._push(group)
+        """async mode: run a group to the end, resuming what engines abort, and push it."""
+        for attempt in range(1, 1_000_000):
+            group = await self._run_group(g)
+            if group is not None:
+                await self._push(group)
+                return
+            version = await asyncio.to_thread(self.buffer.policy_version)
+            if self._stopping or not self.rc.partial_rollouts or g.is_stale(version, self.cfg.loss.staleness_tau):
+                self.store.dropped_samples += len(g.partials) + len(g.done)
+                return
+            self.store.resumed += len(g.partials)
+            await asyncio.sleep(min(0.1 * attempt, 2.0))  # a paused engine aborts at once: do not spin on it
+
+    async def _settle(self, result: TrajectoryGroup | None, g: PendingGroup, room: bool) -> int:
+        """sync mode: push a finished group if this step still needs one; otherwise keep it for the next step."""
+        if result is not None and room:
+            await self._push(result)
+            return 1
+        if result is None and not self.rc.partial_rollouts:
+            self.store.dropped_samples += len(g.partials) + len(g.done)  # the long tail is discarded
+            return 0
+        self.store.put(g)
+        return 0
 
     async def _run_group(self, g: PendingGroup) -> TrajectoryGroup | None:
-        if not g.partials and len(g.done) == self.cfg.rollout.group_size:  # finished earlier, kept for now
-            return TrajectoryGroup(group_id=g.group_id, prompt_index=g.prompt_index, trajectories=g.done)
-        self._enter()
-        try:
-            todo = [(p.sample_index, p) for p in g.partials] or [
-                (i, None) for i in range(len(g.done), self.cfg.rollout.group_size)]
+        """Run everything the group still needs; the finished group, or None when some samples were aborted."""
+        if not g.is_complete(self.rc.group_size):
+            todo = g.todo(self.rc.group_size)
             g.partials = []
-            outs = await asyncio.gather(*(self.runner.run(g.sample, g.group_id, i, resume=p) for i, p in todo))
-        finally:
-            self._leave()
-        for out in outs:
-            if isinstance(out, Partial):
-                g.partials.append(out)
-            else:
-                g.done.append(out)
-        if g.partials:
-            self.aborted += len(g.partials)
-            return None
+            self._enter()
+            try:
+                outs = await asyncio.gather(*(self.runner.run(g.sample, g.group_id, i, resume=p) for i, p in todo))
+            finally:
+                self._leave()
+            for out in outs:
+                (g.partials if isinstance(out, Partial) else g.done).append(out)
+            if g.partials:
+                self.aborted += len(g.partials)
+                return None
         return TrajectoryGroup(group_id=g.group_id, prompt_index=g.prompt_index,
                                trajectories=sorted(g.done, key=lambda t: t.sample_index))
 
+    async def _to_the_end(self, sample: dict[str, Any], gid: str, i: int, greedy: bool) -> Trajectory:
+        out = await self.runner.run(sample, gid, i, greedy=greedy)
+        while isinstance(out, Partial):  # aborted by a weight swap: continue from its tokens
+            out = await self.runner.run(sample, gid, i, greedy=greedy, resume=out)
+        return out
+
     async def _push(self, group: TrajectoryGroup) -> None:
-        started = time.time()
         await asyncio.to_thread(self.buffer.put, group)
-        tokens = sum(sum(t.loss_mask) for t in group.trajectories)
+        trajs = group.trajectories
+        tokens = sum(sum(t.loss_mask) for t in trajs)
+        failed = sum(t.status == Status.FAILED for t in trajs)
         self.tokens += tokens
         self.pushed += 1
-        self.failed += sum(t.status.value == "failed" for t in group.trajectories)
-        gen = max(t.timing.get("end", started) for t in group.trajectories) - min(
-            t.timing.get("start", started) for t in group.trajectories)
-        rewards = [t.reward for t in group.trajectories]
+        self.failed += failed
+        now = time.time()
+        dt = max(t.timing.get("end", now) for t in trajs) - min(t.timing.get("start", now) for t in trajs)
+        engines = Counter(t.metadata.get("engine", "?") for t in trajs)
+        aborted, self._aborted_logged = self.aborted - self._aborted_logged, self.aborted
         await asyncio.to_thread(self.metrics.log, "rollout", {
-            "engine": ",".join(sorted(self.router.healthy)), "tokens": tokens, "dt_s": gen,
-            "tokens_per_s": tokens / gen if gen else 0.0, "trajectories": len(group.trajectories), "groups": 1,
-            "reward_mean": sum(rewards) / len(rewards), "aborted": self.aborted, "failed": self.failed,
-            "response_len_mean": tokens / len(group.trajectories)})
-        t = group.trajectories[0]
-        await asyncio.to_thread(self.metrics.log, "trajectory", {
-            "id": t.id, "group_id": t.group_id, "env": t.env_name, "status": t.status.value, "reward": t.reward,
-            "length": len(t.response_ids), "text": self.tokenizer.decode(t.response_ids),
-            "prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask,
-            "versions": t.versions})
+            "engine": engines.most_common(1)[0][0], "tokens": tokens, "dt_s": dt,
+            "tokens_per_s": tokens / dt if dt > 0 else 0.0, "trajectories": len(trajs), "groups": 1,
+            "reward_mean": sum(t.reward for t in trajs) / len(trajs), "response_len_mean": tokens / len(trajs),
+            "aborted": aborted, "failed": failed})
+        if self.pushed % self.rc.trajectory_log_every == 0:
+            t = trajs[0]
+            await asyncio.to_thread(self.metrics.log, "trajectory", {
+                "id": t.id, "group_id": t.group_id, "env": t.env_name, "status": t.status.value, "reward": t.reward,
+                "length": len(t.response_ids), "text": self.tokenizer.decode(t.response_ids),
+                "prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask,
+                "versions": t.versions, "reason": t.metadata.get("reason")})
 
     def _enter(self) -> None:
         if self._inflight == 0:

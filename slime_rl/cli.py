@@ -86,11 +86,15 @@ def dashboard(redis: str = typer.Option(..., "--redis", help="Redis URL of the r
 
 
 @app.command()
-def bench(name: str = typer.Argument(..., help="benchmark name, or `all`"),
+def bench(name: str = typer.Argument(..., help="benchmark name, `all` (then the report), or `report`"),
           quick: bool = typer.Option(False, help="smaller workload (for smoke tests)")):
-    """Run a benchmark and write bench/results/NAME.json."""
+    """Run a benchmark and write bench/results/NAME.json; `report` regenerates BENCHMARKS.md from the results."""
     from .bench import BENCHMARKS, run_benchmark
+    from .bench.report import write_report
 
+    if name == "report":
+        typer.echo(f"wrote {write_report()}")
+        return
     names = list(BENCHMARKS) if name == "all" else [name]
     for n in names:
         if n not in BENCHMARKS:
@@ -98,6 +102,8 @@ def bench(name: str = typer.Argument(..., help="benchmark name, or `all`"),
             raise typer.Exit(2)
         path = run_benchmark(n, quick=quick)
         typer.echo(f"{n}: wrote {path}")
+    if name == "all":
+        typer.echo(f"wrote {write_report()}")
 
 
 def main() -> None:

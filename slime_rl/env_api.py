@@ -14,7 +14,11 @@ text, which the worker tokenises once and appends with loss mask 0.
             return float(response.strip() == sample["answer"])
 
 Multi-turn environments subclass `Env` and implement `reset` and `step`. An exception or a timeout inside any of
-these methods fails that sample (status "failed" with the reason), never the worker.
+these methods fails that sample (status "failed", the reason in `metadata["reason"]`), never the worker.
+
+Also honoured: `env.reward_fn` (dotted path to `fn(sample, response_text) -> float`, sync or async) replaces the
+environment's final reward; a dataset row may carry `max_new_tokens` to lower the per-turn budget for itself.
+See examples/template_env.py for a commented template of both kinds.
 """
 from __future__ import annotations
 

@@ -1,10 +1,13 @@
 """The trainer as a Ray actor: read a step's groups from the buffer, train, advance the version, commit.
 
-Commit = acknowledge the buffer entries. With periodic checkpoints (trainer.checkpoint_every = K), entries stay
-pending until the checkpoint that contains their update is on disk; the checkpoint records their ids. A trainer
-killed at any point resumes from the last checkpoint, acknowledges what that checkpoint recorded (in case it died
-between saving and acknowledging), and re-reads its own pending entries: every trajectory ends up in the weights
-exactly once. With K = 0 (no checkpoints) entries are acknowledged right after each optimizer step."""
+Commit = acknowledge the buffer entries, only after the optimizer step that used them. With periodic checkpoints
+(trainer.checkpoint_every = K) entries stay pending until the checkpoint that contains their update is on disk;
+the checkpoint records their ids. A trainer killed at any point resumes from the last checkpoint, acknowledges
+what that checkpoint recorded (in case it died between saving and acknowledging), and re-reads its own pending
+entries (same consumer name): every trajectory ends up in the weights exactly once. With K = 0 (no checkpoints)
+entries are acknowledged right after each optimizer step. Entries whose groups the staleness filter dropped are
+acknowledged with the rest: they were consumed, not lost.
+"""
 from __future__ import annotations
 
 import json
@@ -16,14 +19,16 @@ from typing import Any
 import ray
 import torch
 
-from slime_rl.buffer import TrajectoryBuffer
+from slime_rl.buffer import BufferEntry, TrajectoryBuffer
 from slime_rl.config import RunConfig
 from slime_rl.metrics import MetricsSink
-from slime_rl.net import write_pid
+from slime_rl.net import free_port, write_pid
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint
 from .parallel import init_parallel
 from .train_step import train_step
+
+_NOT_LOGGED = ("trained_ids", "dropped_ids")
 
 
 class TrainerCore:
@@ -31,21 +36,29 @@ class TrainerCore:
                  resume: bool = False):
         from .policy import MegatronPolicy
 
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.cfg, self.run_dir, self.consumer = cfg, Path(run_dir), consumer
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         write_pid(self.run_dir, consumer)
         torch.set_num_threads(cfg.trainer.threads or os.cpu_count() or 1)
         torch.manual_seed(cfg.trainer.seed)
-        init_parallel(cfg.trainer.parallel.tensor, cfg.trainer.parallel.pipeline, seed=cfg.trainer.seed)
+        p = cfg.trainer.parallel
+        if p.tensor * p.pipeline * p.data != 1:
+            raise ValueError("TrainerCore runs one process: trainer.parallel must be 1 x 1 x 1 (multi-rank training "
+                             "goes through trainer.parallel.init_parallel in each rank)")
+        # a port of our own: MASTER_PORT inherited from a parent process may be that process's (taken) store
+        init_parallel(seed=cfg.trainer.seed, master_port=free_port())
         dtype = getattr(torch, cfg.model.dtype)
         self.policy = MegatronPolicy.from_hf(cfg.model.path, cfg.trainer, dtype=dtype)
+        # the KL reference is the starting weights, frozen (never stepped)
+        self.reference = MegatronPolicy.from_hf(cfg.model.path, cfg.trainer, dtype=dtype) if cfg.loss.kl_coef else None
         self.buffer = TrajectoryBuffer(cfg.buffer, redis_url, consumer=consumer)
         self.metrics = MetricsSink(consumer, redis_url, run_dir)
         self._step, self._version = 0, 0
-        self.uncommitted: list = []  # buffer entries trained into the weights but not yet checkpointed
+        self.uncommitted: list[BufferEntry] = []  # trained into the weights, not yet acknowledged
         self.ckpt_root = self.run_dir / "checkpoints"
         self.audit = self.run_dir / "trained_ids.jsonl"
-        if resume and (ckpt := latest_checkpoint(self.ckpt_root)) is not None:
-            meta = load_checkpoint(self.policy, ckpt)
+        if resume and latest_checkpoint(self.ckpt_root) is not None:
+            meta = self.policy.load_checkpoint(self.ckpt_root)
             self._step, self._version = meta["step"], meta["version"]
             extra = meta.get("extra", {})
             self.buffer.ack_ids(extra.get("entry_ids", []), extra.get("trajectory_ids", []))
@@ -57,15 +70,24 @@ class TrainerCore:
     def version(self) -> int:
         return self._version
 
-    def train_step(self, timeout_s: float = 600.0) -> dict[str, Any] | None:
+    def _read(self, timeout_s: float) -> list[BufferEntry]:
         want = self.cfg.rollout.groups_per_step
-        entries, deadline = [], time.monotonic() + timeout_s
-        while len(entries) < want and time.monotonic() < deadline:
-            entries += self.buffer.read(want - len(entries), block_ms=500)
+        entries: list[BufferEntry] = []
+        deadline = time.monotonic() + timeout_s
+        while len(entries) < want:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            entries += self.buffer.read(want - len(entries), block_ms=max(1, int(min(left, 0.5) * 1000)))
+        return entries
+
+    def train_step(self, timeout_s: float = 600.0) -> dict[str, Any] | None:
+        """Train on the next groups_per_step groups (waits up to timeout_s for them; None if none came)."""
+        entries = self._read(timeout_s)
         if not entries:
             return None
         groups = [e.group for e in entries]
-        m = train_step(self.policy, groups, self._version, self.cfg)
+        m = train_step(self.policy, groups, self._version, self.cfg, reference=self.reference)
         self.uncommitted += entries
         if m["stepped"]:
             self._step += 1
@@ -76,19 +98,21 @@ class TrainerCore:
         elif m["stepped"] and self._step % every == 0:
             m["checkpoint"] = str(self.save_checkpoint())
         self.buffer.set_policy_version(self._version)
+        kept = set(m.pop("kept_ids", []))
         m.update(step=self._step, version=self._version, groups=len(groups),
-                 trained_ids=[t.id for g in groups for t in g.trajectories])
-        self.metrics.log("trainer", {k: v for k, v in m.items() if k != "trained_ids"}, step=self._step)
+                 trained_ids=[t.id for g in groups for t in g.trajectories if t.id in kept],
+                 dropped_ids=[t.id for g in groups for t in g.trajectories if t.id not in kept])
+        self.metrics.log("trainer", {k: v for k, v in m.items() if k not in _NOT_LOGGED}, step=self._step)
         self.metrics.log("buffer", vars(self.buffer.stats()), step=self._step)
         return m
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> str:
         """Checkpoint, then commit everything the checkpoint contains."""
         extra = {"entry_ids": [e.entry_id for e in self.uncommitted],
                  "trajectory_ids": [t.id for e in self.uncommitted for t in e.group.trajectories]}
-        path = save_checkpoint(self.policy, self.ckpt_root, self._step, self._version, extra)
+        path = self.policy.save_checkpoint(self.ckpt_root, self._step, self._version, extra)
         self._commit()
-        return path
+        return str(path)
 
     def _commit(self) -> None:
         if not self.uncommitted:
@@ -96,18 +120,23 @@ class TrainerCore:
         self.buffer.ack(self.uncommitted)
         line = json.dumps({"step": self._step, "version": self._version,
                            "ids": [t.id for e in self.uncommitted for t in e.group.trajectories]})
-        with open(self.audit, "a") as f:  # what went into the committed weights, for audits and tests
+        with open(self.audit, "a") as f:  # what the committed weights consumed, for audits and tests
             f.write(line + "\n")
         self.uncommitted = []
 
     def export_weights(self) -> dict[str, torch.Tensor]:
+        """The current weights under Hugging Face names (for the relay)."""
         return self.policy.export_hf_state_dict()
+
+    def notify_weights_pushed(self) -> None:
+        """Called after each weight push: resets the optimizer state when trainer.reset_optimizer_on_push."""
+        if self.cfg.trainer.reset_optimizer_on_push:
+            self.policy.reset_optimizer_state()
 
     def publish_weights(self, publisher) -> dict[str, Any]:
         """Hand this version to the relay once and return; the relay fans it out to the engines."""
-        receipt = publisher.publish(self._version, self.policy.export_hf_state_dict())
-        if self.cfg.trainer.reset_optimizer_on_push:
-            self.policy.reset_optimizer_state()
+        receipt = publisher.publish(self._version, self.export_weights())
+        self.notify_weights_pushed()
         return receipt
 
 

@@ -113,3 +113,52 @@ def unshard(shards: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         else:
             out[name] = parts[0]
     return out
+
+
+# --- pipeline stages: each stage holds a contiguous run of layers, numbered from 0 inside the stage -----------
+def _layer_index(name: str) -> int | None:
+    if not name.startswith("decoder.layers."):
+        return None
+    return int(name.split(".")[2])
+
+
+def _renumber(name: str, new: int) -> str:
+    parts = name.split(".")
+    parts[2] = str(new)
+    return ".".join(parts)
+
+
+def select_stage(full: dict[str, Tensor], s: LlamaShape, pp: int, stage: int) -> dict[str, Tensor]:
+    """The part of a full Megatron state dict that pipeline stage `stage` of `pp` holds."""
+    if pp == 1:
+        return full
+    per = s.num_layers // pp
+    out = {}
+    for name, t in full.items():
+        i = _layer_index(name)
+        if i is not None:
+            if stage * per <= i < (stage + 1) * per:
+                out[_renumber(name, i - stage * per)] = t
+        elif name.startswith("embedding.") and stage == 0:
+            out[name] = t
+        elif name.startswith(("decoder.final_layernorm", "output_layer")) and stage == pp - 1:
+            out[name] = t
+    if stage == pp - 1 and s.tied:  # the last stage keeps its own copy of the tied embedding as output layer
+        out["output_layer.weight"] = full["embedding.word_embeddings.weight"]
+    return out
+
+
+def merge_stages(stages: list[dict[str, Tensor]], s: LlamaShape) -> dict[str, Tensor]:
+    """Inverse of select_stage: stages[k] is pipeline stage k's state dict."""
+    if len(stages) == 1:
+        return stages[0]
+    per = s.num_layers // len(stages)
+    out: dict[str, Tensor] = {}
+    for k, part in enumerate(stages):
+        for name, t in part.items():
+            i = _layer_index(name)
+            if i is not None:
+                out[_renumber(name, i + k * per)] = t
+            elif not (s.tied and name == "output_layer.weight"):
+                out[name] = t
+    return out

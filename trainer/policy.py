@@ -1,143 +1,163 @@
 """The policy as a Megatron-core GPTModel: built from a Hugging Face Llama config, loaded from its safetensors,
-wrapped in Megatron DDP with a Megatron optimizer, and exported back to HF names for the relay."""
+wrapped in Megatron DDP with a Megatron optimizer (optionally the distributed optimizer), exported back to HF
+names for the relay, and checkpointed with Megatron distributed checkpoints.
+
+Call trainer.parallel.init_parallel(...) first, in every rank."""
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
 from safetensors.torch import load_file
 
 from slime_rl.config import TrainerConfig
 
-from . import megatron_shim
-from .convert import LlamaShape, hf_to_megatron, megatron_to_hf, shard_for_rank, unshard
+from .convert import LlamaShape, hf_to_megatron, megatron_to_hf, merge_stages, select_stage, shard_for_rank, unshard
+from .megatron_model import build_gpt_model, packed_causal_mask
+
+__all__ = ["MegatronPolicy", "packed_causal_mask"]
 
 
-def transformer_config(hf_cfg, dtype: torch.dtype):
-    from megatron.core.transformer.transformer_config import TransformerConfig
-
-    shape = LlamaShape.from_hf_config(hf_cfg)
-    return TransformerConfig(
-        num_layers=shape.num_layers, hidden_size=hf_cfg.hidden_size, ffn_hidden_size=hf_cfg.intermediate_size,
-        num_attention_heads=shape.num_heads, num_query_groups=shape.num_kv_heads, kv_channels=shape.head_dim,
-        normalization="RMSNorm", layernorm_epsilon=hf_cfg.rms_norm_eps, gated_linear_unit=True,
-        activation_func=F.silu, add_bias_linear=False, add_qkv_bias=False, attention_dropout=0.0, hidden_dropout=0.0,
-        params_dtype=dtype, bf16=dtype == torch.bfloat16, use_cpu_initialization=not torch.cuda.is_available(),
-        bias_dropout_fusion=False, apply_rope_fusion=False, masked_softmax_fusion=False,
-        gradient_accumulation_fusion=False, persist_layer_norm=False,
-        tensor_model_parallel_size=_tp_size(), pipeline_model_parallel_size=1,
-    )
-
-
-def _tp_size() -> int:
+def _ps():
     from megatron.core import parallel_state
 
-    return parallel_state.get_tensor_model_parallel_world_size()
-
-
-def _rope_theta(hf_cfg) -> float:
-    params = getattr(hf_cfg, "rope_parameters", None) or {}
-    return float(params.get("rope_theta", getattr(hf_cfg, "rope_theta", 10000.0)))
-
-
-def build_gpt_model(hf_cfg, dtype: torch.dtype = torch.float32):
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
-    from megatron.core.models.gpt.gpt_model import GPTModel
-
-    megatron_shim.activate()
-    shape = LlamaShape.from_hf_config(hf_cfg)
-    return GPTModel(config=transformer_config(hf_cfg, dtype),
-                    transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
-                    vocab_size=hf_cfg.vocab_size, max_sequence_length=hf_cfg.max_position_embeddings,
-                    pre_process=True, post_process=True, share_embeddings_and_output_weights=shape.tied,
-                    position_embedding_type="rope", rotary_base=_rope_theta(hf_cfg))
-
-
-def packed_causal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """[1, 1, T, T] boolean mask, True = masked: causal within each sequence, nothing across sequences."""
-    seq_id = torch.repeat_interleave(torch.arange(len(cu_seqlens) - 1), cu_seqlens.diff())
-    if len(seq_id) != total:
-        raise ValueError(f"cu_seqlens covers {len(seq_id)} tokens, the batch has {total}")
-    same = seq_id[:, None] == seq_id[None, :]
-    causal = torch.ones(total, total, dtype=torch.bool).tril()
-    return ~(same & causal)[None, None]
+    return parallel_state
 
 
 class MegatronPolicy:
-    def __init__(self, model, ddp_model, optimizer, hf_cfg, cfg: TrainerConfig):
-        self.model, self.ddp, self.optimizer, self.config, self.cfg = model, ddp_model, optimizer, hf_cfg, cfg
+    """`model` is the Megatron-DDP-wrapped GPTModel, `module` the bare GPTModel, `config` the HF config."""
+
+    def __init__(self, module, ddp_model, optimizer, hf_cfg, cfg: TrainerConfig):
+        self.module, self.model, self.optimizer, self.config, self.cfg = module, ddp_model, optimizer, hf_cfg, cfg
         self.shape = LlamaShape.from_hf_config(hf_cfg)
 
     @classmethod
-    def from_hf(cls, hf_path: str | Path, cfg: TrainerConfig, dtype: torch.dtype = torch.float32) -> MegatronPolicy:
-        from megatron.core import parallel_state
+    def from_hf(cls, hf_path: str | Path, trainer_cfg: TrainerConfig,
+                dtype: torch.dtype = torch.float32) -> MegatronPolicy:
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
         from transformers import AutoConfig
 
+        ps = _ps()
+        if not ps.model_parallel_is_initialized():
+            raise RuntimeError("MegatronPolicy.from_hf: call trainer.parallel.init_parallel(...) first")
         hf_cfg = AutoConfig.from_pretrained(hf_path)
-        model = build_gpt_model(hf_cfg, dtype)
-        full = hf_to_megatron(_load_hf_weights(Path(hf_path), hf_cfg), LlamaShape.from_hf_config(hf_cfg))
-        shard = shard_for_rank(full, _tp_size(), parallel_state.get_tensor_model_parallel_rank())
-        missing, unexpected = model.load_state_dict(shard, strict=False)
-        missing = [k for k in missing if not k.endswith("_extra_state")]
-        if missing or unexpected:
-            raise ValueError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        module = build_gpt_model(hf_cfg, dtype)
+        shape = LlamaShape.from_hf_config(hf_cfg)
+        full = hf_to_megatron(load_hf_weights(Path(hf_path)), shape)
+        stage = select_stage(full, shape, ps.get_pipeline_model_parallel_world_size(),
+                             ps.get_pipeline_model_parallel_rank())
+        shard = shard_for_rank(stage, ps.get_tensor_model_parallel_world_size(),
+                               ps.get_tensor_model_parallel_rank())
+        _load_strict(module, {k: v.to(dtype) for k, v in shard.items()}, f"weights in {hf_path}")
         ddp = DistributedDataParallel(
-            model.config, DistributedDataParallelConfig(use_distributed_optimizer=cfg.use_distributed_optimizer,
-                                                        grad_reduce_in_fp32=True), model)
-        return cls(model, ddp, _build_optimizer(ddp, cfg, dtype), hf_cfg, cfg)
+            module.config, DistributedDataParallelConfig(
+                use_distributed_optimizer=trainer_cfg.use_distributed_optimizer, grad_reduce_in_fp32=True),
+            module)
+        return cls(module, ddp, _build_optimizer(ddp, trainer_cfg, dtype), hf_cfg, trainer_cfg)
 
     # --- compute -------------------------------------------------------------------------------------
     def forward_logprobs(self, tokens: torch.Tensor, position_ids: torch.Tensor,
                          cu_seqlens: torch.Tensor) -> torch.Tensor:
-        """out[0, t] = log p(tokens[t+1] | tokens[..t]) inside t's sequence; 0 at each sequence's last token."""
-        from megatron.core import tensor_parallel
+        """Packed micro-batch [1, T] of n sequences (cu_seqlens [n+1], position_ids restarting at 0 per sequence)
+        -> [1, T] with out[0, t] = log p(tokens[t+1] | tokens[..t]) inside t's sequence, 0 at each sequence's
+        last token. Differentiable; vocab-parallel under tensor parallelism. Pipeline parallel: forward_backward."""
+        if _ps().get_pipeline_model_parallel_world_size() > 1:
+            raise RuntimeError("forward_logprobs: with pipeline parallel > 1 the logits exist only on the last "
+                               "stage; use MegatronPolicy.forward_backward")
+        _check_packed(tokens, position_ids)
+        tokens, position_ids, cu_seqlens = self._on_device(tokens, position_ids, cu_seqlens)
+        logits = self.model(tokens, position_ids, attention_mask=packed_causal_mask(cu_seqlens, tokens.shape[1]))
+        return _logprobs(logits, tokens, cu_seqlens)
 
-        total = tokens.shape[1]
-        logits = self.ddp(tokens, position_ids, attention_mask=packed_causal_mask(cu_seqlens, total))
-        targets = torch.zeros_like(tokens)
-        targets[:, :-1] = tokens[:, 1:]
-        last = torch.zeros(total, dtype=torch.bool)
-        last[cu_seqlens[1:] - 1] = True
-        targets[0, last] = 0
-        nll = tensor_parallel.vocab_parallel_cross_entropy(logits.float().transpose(0, 1).contiguous(),
-                                                           targets.transpose(0, 1).contiguous())
-        return (-nll.transpose(0, 1)).masked_fill(last[None], 0.0)
+    def _on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        device = self.module.embedding.word_embeddings.weight.device if self.module.pre_process else (
+            self.module.decoder.final_layernorm.weight.device)
+        return tuple(t.to(device) for t in tensors)
+
+    def forward_backward(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                         loss_fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]],
+                         forward_only: bool = False) -> list[dict]:
+        """Run megatron's schedule (pipelined when pipeline parallel > 1) over packed micro-batches
+        (tokens, position_ids, cu_seqlens). `loss_fn(logprobs [1, T], k)` for micro-batch k returns (loss, metrics)
+        and runs on the last pipeline stage only; the gradient is that of the sum of the losses. Returns the
+        metrics per micro-batch on the last stage, [] on the others. Call optimizer_step() afterwards."""
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        n = len(batches)
+        for tokens, position_ids, _ in batches:
+            _check_packed(tokens, position_ids)
+
+        def step(data_iterator, model):
+            k, batch = next(data_iterator)
+            tokens, position_ids, cu_seqlens = self._on_device(*batch)
+            out = model(tokens, position_ids, attention_mask=packed_causal_mask(cu_seqlens, tokens.shape[1]))
+
+            def loss_func(logits):
+                loss, metrics = loss_fn(_logprobs(logits, tokens, cu_seqlens), k)
+                return loss * n, metrics  # the schedule divides each micro-batch loss by n
+
+            return out, loss_func
+
+        return get_forward_backward_func()(
+            forward_step_func=step, data_iterator=iter(enumerate(batches)), model=[self.model], num_microbatches=n,
+            seq_length=max(b[0].shape[1] for b in batches), micro_batch_size=1, forward_only=forward_only)
 
     def optimizer_step(self) -> dict[str, float]:
-        self.ddp.finish_grad_sync()
+        """Finish the grad reduction (DP all-reduce / reduce-scatter, tied embeddings across pipeline stages),
+        clip (trainer.grad_clip), step, zero the grads."""
+        from megatron.core.distributed import finalize_model_grads
+
+        finalize_model_grads([self.model])
         ok, grad_norm, _ = self.optimizer.step()
         self.optimizer.zero_grad()
-        self.ddp.zero_grad_buffer()
-        if not ok:
-            raise FloatingPointError("optimizer step skipped: non-finite gradients")
-        return {"grad_norm": float(grad_norm or 0.0), "lr": self.cfg.lr}
+        self.model.zero_grad_buffer()
+        norm = float(grad_norm) if grad_norm is not None else math.nan
+        return {"grad_norm": norm, "lr": float(self.optimizer.param_groups[0]["lr"]), "update_skipped": float(not ok)}
 
     def reset_optimizer_state(self) -> None:
+        """Forget Adam moments and step counts (weights are kept)."""
         for opt in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
             opt.optimizer.state.clear()
 
     # --- weights -------------------------------------------------------------------------------------
     def megatron_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.model.state_dict().items() if not k.endswith("_extra_state")}
+        """This rank's shard (its stage, its TP slice), Megatron names."""
+        return {k: v for k, v in self.module.state_dict().items() if not k.endswith("_extra_state")}
+
+    def full_megatron_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model in Megatron names, gathered over tensor- and pipeline-parallel ranks (collective)."""
+        ps = _ps()
+        local = {k: v.detach().cpu().clone() for k, v in self.megatron_state_dict().items()}
+        tp, pp = ps.get_tensor_model_parallel_world_size(), ps.get_pipeline_model_parallel_world_size()
+        if tp > 1:
+            local = unshard(_gather_objects(local, tp, ps.get_tensor_model_parallel_group()))
+        if pp > 1:
+            local = merge_stages(_gather_objects(local, pp, ps.get_pipeline_model_parallel_group()), self.shape)
+        return local
 
     def export_hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """Full HF-named tensors, gathered across tensor-parallel ranks (every rank gets them)."""
-        import torch.distributed as dist
-        from megatron.core import parallel_state
+        """Full HF-named tensors on every rank (collective across TP/PP ranks: call it on all of them)."""
+        return megatron_to_hf(self.full_megatron_state_dict(), self.shape)
 
-        local = {k: v.detach().clone() for k, v in self.megatron_state_dict().items()}
-        tp = _tp_size()
-        if tp > 1:
-            group = parallel_state.get_tensor_model_parallel_group()
-            shards: list[dict] = [None] * tp  # type: ignore[list-item]
-            dist.all_gather_object(shards, local, group=group)
-            local = unshard(shards)
-        return megatron_to_hf(local, self.shape)
+    def save_checkpoint(self, ckpt_dir: Path, step: int, version: int, extra: dict[str, Any]) -> Path:
+        """Atomic Megatron distributed checkpoint + HF export under ckpt_dir/step_NNNNNN (collective)."""
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self, Path(ckpt_dir), step, version, extra)
+
+    def load_checkpoint(self, ckpt_dir: Path) -> dict[str, Any]:
+        """Restore model, optimizer and RNG from a step folder or a checkpoint root (its latest);
+        returns {"step", "version", "extra"} (collective)."""
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(self, Path(ckpt_dir))
 
 
-def _load_hf_weights(path: Path, hf_cfg) -> dict[str, torch.Tensor]:
+def load_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for f in sorted(path.glob("*.safetensors")):
         state.update(load_file(str(f)))
@@ -146,10 +166,42 @@ def _load_hf_weights(path: Path, hf_cfg) -> dict[str, torch.Tensor]:
     return state
 
 
+def _check_packed(tokens: torch.Tensor, position_ids: torch.Tensor) -> None:
+    if tokens.dim() != 2 or tokens.shape[0] != 1 or position_ids.shape != tokens.shape:
+        raise ValueError(f"packed micro-batch: tokens and position_ids must both be [1, T], got "
+                         f"{tuple(tokens.shape)} and {tuple(position_ids.shape)}")
+
+
+def _logprobs(logits: torch.Tensor, tokens: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """[1, T, V / tp] logits -> [1, T] next-token logprobs inside each sequence, 0 at sequence ends."""
+    from megatron.core import tensor_parallel
+
+    last = torch.zeros(tokens.shape[1], dtype=torch.bool, device=tokens.device)
+    last[cu_seqlens[1:] - 1] = True
+    targets = torch.roll(tokens, -1, dims=1).masked_fill(last[None], 0)
+    nll = tensor_parallel.vocab_parallel_cross_entropy(logits.float().transpose(0, 1).contiguous(),
+                                                       targets.transpose(0, 1).contiguous())
+    return (-nll.transpose(0, 1)).masked_fill(last[None], 0.0)
+
+
+def _load_strict(module, state: dict[str, torch.Tensor], what: str) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if missing or unexpected:
+        raise ValueError(f"{what} do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _gather_objects(obj, n: int, group) -> list:
+    out: list = [None] * n
+    dist.all_gather_object(out, obj, group=group)
+    return out
+
+
 def _build_optimizer(ddp, cfg: TrainerConfig, dtype: torch.dtype):
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
     ocfg = OptimizerConfig(optimizer="adam", lr=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1,
                            adam_beta2=cfg.adam_beta2, clip_grad=cfg.grad_clip, bf16=dtype == torch.bfloat16,
-                           params_dtype=dtype, use_distributed_optimizer=cfg.use_distributed_optimizer)
+                           fp16=dtype == torch.float16, params_dtype=dtype,
+                           use_distributed_optimizer=cfg.use_distributed_optimizer)
     return get_megatron_optimizer(ocfg, [ddp])

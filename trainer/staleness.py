@@ -1,8 +1,9 @@
 """Staleness control on the trainer side, as a small pure class.
 
-lag = trainer version - version of a trajectory's first generated token. A trajectory with lag > tau is stale.
-A group keeps going when more than half its samples are valid (stale or untrainable ones are replaced by
-repeating valid ones, so the group size and GRPO statistics stay comparable); otherwise the whole group is dropped.
+lag = trainer version - version of a trajectory's first generated token; a trajectory with lag > tau is stale.
+Untrainable ones (failed, aborted, nothing generated) are invalid. A group keeps going when more than half of its
+samples are valid: the invalid slots are filled by repeating valid samples in turn, so the group keeps its size
+and its GRPO statistics stay comparable. Otherwise the whole group is dropped.
 """
 from __future__ import annotations
 
@@ -14,20 +15,36 @@ from slime_rl.trajectory import Trajectory, TrajectoryGroup
 
 @dataclass
 class StalenessReport:
-    kept_groups: list[TrajectoryGroup] = field(default_factory=list)
+    kept_groups: list[TrajectoryGroup] = field(default_factory=list)  # padded to their original size
     dropped_groups: list[TrajectoryGroup] = field(default_factory=list)
-    kept: int = 0  # trajectories trained as themselves
+    kept_ids: list[str] = field(default_factory=list)  # trajectories trained (each once, before padding)
+    dropped_ids: list[str] = field(default_factory=list)  # everything else that came in
     padded: int = 0  # slots filled by repeating a valid trajectory
-    dropped_stale: int = 0  # trajectories dropped for staleness
-    dropped_invalid: int = 0  # failed/aborted/empty trajectories
-    lag_hist: Counter = field(default_factory=Counter)
+    dropped_stale: int = 0  # trajectories over tau
+    dropped_invalid: int = 0  # failed / aborted / nothing to train on
+    dropped_with_group: int = 0  # valid trajectories dropped because their group had too few valid ones
+    lag_hist: Counter = field(default_factory=Counter)  # lag -> count, over every trainable trajectory
+
+    @property
+    def kept(self) -> int:
+        return len(self.kept_ids)
+
+    def metrics(self) -> dict:
+        return {"kept": self.kept, "padded": self.padded, "dropped_stale": self.dropped_stale,
+                "dropped_invalid": self.dropped_invalid, "dropped_with_group": self.dropped_with_group,
+                "dropped_groups": len(self.dropped_groups), "kept_groups": len(self.kept_groups),
+                "staleness_hist": {str(k): v for k, v in sorted(self.lag_hist.items())}}
 
 
 class StalenessFilter:
     def __init__(self, tau: int):
+        if tau < 0:
+            raise ValueError(f"staleness tau must be >= 0, got {tau}")
         self.tau = tau
 
-    def lag(self, traj: Trajectory, trainer_version: int) -> int:
+    @staticmethod
+    def lag(traj: Trajectory, trainer_version: int) -> int:
+        # a trajectory from a newer version than the trainer (e.g. after a resume) is not stale
         return max(0, trainer_version - traj.first_version)
 
     def apply(self, groups: list[TrajectoryGroup], trainer_version: int) -> StalenessReport:
@@ -45,11 +62,15 @@ class StalenessFilter:
                 else:
                     valid.append(t)
             size = len(group.trajectories)
+            valid_ids = {t.id for t in valid}
+            rep.dropped_ids += [t.id for t in group.trajectories if t.id not in valid_ids]
             if 2 * len(valid) > size:
-                padded = [valid[i % len(valid)] for i in range(size - len(valid))]
-                rep.kept += len(valid)
-                rep.padded += len(padded)
-                rep.kept_groups.append(group.model_copy(update={"trajectories": valid + padded}))
+                fill = [valid[i % len(valid)] for i in range(size - len(valid))]
+                rep.padded += len(fill)
+                rep.kept_ids += [t.id for t in valid]
+                rep.kept_groups.append(group.model_copy(update={"trajectories": valid + fill}))
             else:
+                rep.dropped_with_group += len(valid)
+                rep.dropped_ids += [t.id for t in valid]
                 rep.dropped_groups.append(group)
         return rep

@@ -1,5 +1,11 @@
-"""One optimizer step over a list of groups: staleness filter -> advantages -> pack -> logprobs -> loss ->
-backward (accumulated over micro-batches, normalised over all loss tokens of the step) -> optimizer step."""
+"""One optimizer step over a list of groups:
+staleness filter -> advantages -> pack -> logprobs -> loss -> backward (accumulated over the micro-batches, the
+loss normalised over all loss tokens of the step) -> optimizer step.
+
+pi_old (for icepop / tis / decoupled) is "the trainer's logprobs before this step's update". The step makes one
+update and the model has no dropout, so those are exactly the values of this step's own forward pass: the loss
+takes them detached from it instead of paying for a second forward (tests check the two agree).
+"""
 from __future__ import annotations
 
 import time
@@ -12,78 +18,105 @@ from slime_rl.trajectory import Trajectory, TrajectoryGroup
 
 from .advantages import compute_advantages
 from .losses import NEEDS_OLD_LOGP, LossInputs, policy_loss
-from .packing import PackedBatch, pack, padding_waste
+from .packing import PackedBatch, budget_fill, pack, padding_waste
 from .staleness import StalenessFilter, StalenessReport
+
+_AVERAGED = ("masked_frac", "clip_frac", "clip_frac_high", "clip_frac_low", "is_weight_mean", "logp_diff_mean", "kl")
 
 
 @dataclass
-class _TokenView:
-    """Where each trained token sits inside a packed batch, with its rollout logprob and advantage."""
-    positions: torch.Tensor
-    logp_rollout: torch.Tensor
-    advantages: torch.Tensor
+class TokenView:
+    """The loss tokens of one packed micro-batch: where their logprobs sit in the row, and their data."""
+    positions: torch.Tensor  # [N] long: out[0, p] of forward_logprobs is the logprob of this token
+    logp_rollout: torch.Tensor  # [N]
+    advantages: torch.Tensor  # [N]
 
 
-def _token_view(batch: PackedBatch, trajs: list[Trajectory], advs: list[float]) -> _TokenView:
+@dataclass
+class StepPlan:
+    report: StalenessReport
+    trajs: list[Trajectory]  # kept groups flattened, padded copies included
+    advantages: list[float]  # one per entry of trajs
+    batches: list[PackedBatch]
+    views: list[TokenView]
+
+    @property
+    def loss_tokens(self) -> int:
+        return sum(len(v.positions) for v in self.views)
+
+
+def token_view(batch: PackedBatch, trajs: list[Trajectory], advs: list[float]) -> TokenView:
     pos, lp, adv = [], [], []
     for slot, i in enumerate(batch.items):
         t = trajs[i]
-        start = int(batch.cu_seqlens[slot]) + len(t.prompt_ids) - 1  # logits at t-1 predict token t
-        for j, m in enumerate(t.loss_mask):
-            if m:
-                pos.append(start + j)
-                lp.append(t.rollout_logprobs[j])
-                adv.append(advs[i])
-    return _TokenView(torch.tensor(pos, dtype=torch.long), torch.tensor(lp, dtype=torch.float32),
-                      torch.tensor(adv, dtype=torch.float32))
+        idx = torch.tensor(t.loss_mask, dtype=torch.bool).nonzero()[:, 0]
+        # the logprob of response token j is predicted at the position just before it
+        pos.append(int(batch.cu_seqlens[slot]) + len(t.prompt_ids) - 1 + idx)
+        lp.append(torch.tensor(t.rollout_logprobs, dtype=torch.float32)[idx])
+        adv.append(torch.full((len(idx),), advs[i], dtype=torch.float32))
+    return TokenView(torch.cat(pos), torch.cat(lp), torch.cat(adv))
 
 
-def select_trainable(groups: list[TrajectoryGroup], version: int, cfg: RunConfig
-                     ) -> tuple[list[Trajectory], list[float], StalenessReport]:
+def plan_step(groups: list[TrajectoryGroup], version: int, cfg: RunConfig) -> StepPlan:
+    """Everything before the model: filter, advantages, packing, loss-token positions (pure, no model)."""
     report = StalenessFilter(cfg.loss.staleness_tau).apply(groups, version)
     rewards = [[t.reward for t in g.trajectories] for g in report.kept_groups]
     trajs = [t for g in report.kept_groups for t in g.trajectories]
     advs = [a for group_adv in compute_advantages(rewards, cfg.loss) for a in group_adv]
-    return trajs, advs, report
+    batches = pack(trajs, cfg.trainer.micro_batch_tokens)
+    return StepPlan(report, trajs, advs, batches, [token_view(b, trajs, advs) for b in batches])
 
 
-def train_step(policy, groups: list[TrajectoryGroup], version: int, cfg: RunConfig) -> dict:
+def _packed(plan: StepPlan) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    return [(b.tokens, b.position_ids, b.cu_seqlens) for b in plan.batches]
+
+
+def reference_logprobs(reference, plan: StepPlan) -> list[torch.Tensor]:
+    """The reference policy's logprobs of each micro-batch's loss tokens (for the KL penalty)."""
+    def grab(lp: torch.Tensor, k: int):
+        return lp.sum() * 0.0, {"lp": lp[0, plan.views[k].positions.to(lp.device)].detach()}
+
+    with torch.no_grad():
+        return [m["lp"] for m in reference.forward_backward(_packed(plan), grab, forward_only=True)]
+
+
+def train_step(policy, groups: list[TrajectoryGroup], version: int, cfg: RunConfig, reference=None) -> dict:
+    """Train on `groups` as the policy at `version`. Returns metrics; "stepped" is False when nothing survived
+    the staleness filter (no optimizer step was taken). `reference`: a frozen policy, needed when kl_coef > 0."""
     started = time.perf_counter()
-    trajs, advs, report = select_trainable(groups, version, cfg)
-    metrics: dict = {"kept": report.kept, "padded": report.padded, "dropped_stale": report.dropped_stale,
-                     "dropped_invalid": report.dropped_invalid, "dropped_groups": len(report.dropped_groups),
-                     "staleness_hist": {str(k): v for k, v in sorted(report.lag_hist.items())},
-                     "reward_mean": _mean([t.reward for g in groups for t in g.trajectories]), "stepped": False}
-    if not trajs:
+    plan = plan_step(groups, version, cfg)
+    received = [t for g in groups for t in g.trajectories]
+    metrics: dict = {**plan.report.metrics(), "stepped": False, "kept_ids": list(plan.report.kept_ids),
+                     "reward_mean": _mean([t.reward for t in received]),
+                     "response_len_mean": _mean([len(t.response_ids) for t in received])}
+    if not plan.trajs:
         return metrics
-    budget = cfg.trainer.micro_batch_tokens
-    batches = pack(trajs, budget)
-    views = [_token_view(b, trajs, advs) for b in batches]
-    n_loss_tokens = sum(len(v.positions) for v in views)
-    old = None
-    if cfg.loss.kind in NEEDS_OLD_LOGP:
-        with torch.no_grad():
-            old = [policy.forward_logprobs(b.tokens, b.position_ids, b.cu_seqlens)[0, v.positions]
-                   for b, v in zip(batches, views)]
-    sums = {"loss": 0.0, "masked_frac": 0.0, "clip_frac": 0.0, "logp_diff_mean": 0.0, "kl": 0.0}
-    for k, (b, v) in enumerate(zip(batches, views)):
-        if len(v.positions) == 0:
-            continue
-        logp = policy.forward_logprobs(b.tokens, b.position_ids, b.cu_seqlens)[0, v.positions]
-        loss, m = policy_loss(LossInputs(logp, v.logp_rollout, v.advantages, old[k] if old else None,
-                                         normalizer=n_loss_tokens), cfg.loss)
-        loss.backward()
-        share = len(v.positions) / n_loss_tokens
-        sums["loss"] += loss.item()
-        for key in ("masked_frac", "clip_frac", "logp_diff_mean", "kl"):
-            sums[key] += m[key] * share
-    metrics.update(sums)
+    if cfg.loss.kl_coef > 0 and reference is None:
+        raise ValueError("loss.kl_coef > 0 needs a reference policy")
+    ref = reference_logprobs(reference, plan) if cfg.loss.kl_coef > 0 else None
+    total = plan.loss_tokens
+    needs_old = cfg.loss.kind in NEEDS_OLD_LOGP
+
+    def loss_fn(lp: torch.Tensor, k: int):
+        v, dev = plan.views[k], lp.device
+        logp = lp[0, v.positions.to(dev)]
+        loss, m = policy_loss(LossInputs(logp, v.logp_rollout.to(dev), v.advantages.to(dev),
+                                         logp_old=logp.detach() if needs_old else None,
+                                         logp_ref=ref[k].to(dev) if ref is not None else None,
+                                         normalizer=total), cfg.loss)
+        return loss, {**m, "loss": float(loss.detach()), "n": len(v.positions)}
+
+    per_batch = policy.forward_backward(_packed(plan), loss_fn)
+    metrics["loss"] = sum(m["loss"] for m in per_batch)
+    for key in _AVERAGED:
+        metrics[key] = sum(m[key] * m["n"] for m in per_batch) / total if per_batch else 0.0
     metrics.update(policy.optimizer_step())
     elapsed = time.perf_counter() - started
-    tokens = sum(b.num_tokens for b in batches)
-    metrics.update({"stepped": True, "tokens": tokens, "loss_tokens": n_loss_tokens, "micro_batches": len(batches),
-                    "padding_waste": padding_waste(batches, budget), "step_time_s": elapsed,
-                    "tokens_per_s": tokens / elapsed})
+    tokens = sum(b.num_tokens for b in plan.batches)
+    metrics.update({"stepped": True, "tokens": tokens, "loss_tokens": total, "micro_batches": len(plan.batches),
+                    "padding_waste": padding_waste(plan.batches),
+                    "budget_fill": budget_fill(plan.batches, cfg.trainer.micro_batch_tokens),
+                    "step_time_s": elapsed, "tokens_per_s": tokens / elapsed})
     return metrics
 
 

@@ -14,9 +14,11 @@ BENCHMARKS: dict[str, str] = {
     "buffer": "slime_rl.bench.buffer:run",
     "engine": "slime_rl.rollout.bench_engine:run",
     "rollout": "slime_rl.rollout.bench_rollout:run",
+    "repack": "slime_rl.rollout.bench_repack:run",
     "trainer": "slime_rl.trainer.bench_trainer:run",
     "relay": "slime_rl.relay.bench_relay:run",
     "sandbox": "slime_rl.sandboxes.bench_sandbox:run",
+    "async": "slime_rl.bench.async_vs_sync:run",
 }
 
 RESULTS_DIR = Path("bench/results")

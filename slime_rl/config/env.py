@@ -1,7 +1,7 @@
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Section
 
@@ -17,3 +17,9 @@ class EnvConfig(Section):
     reward_timeout_s: float = Field(30.0, gt=0)
     step_timeout_s: float = Field(60.0, gt=0)
     max_turns: int = Field(1, ge=1, le=256)
+
+    @field_validator("dataset", "eval_dataset")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        # resolved where the config is loaded, so Ray actors started in another directory find the same file
+        return v.resolve() if v is not None and not v.is_absolute() and v.exists() else v

@@ -194,9 +194,18 @@ def test_bad_requests_get_clear_400s(tiny_engine):
     r = httpx.post(f"{url}/generate", json={"sampling_params": {"max_new_tokens": 4}})
     assert r.status_code == 400 and "input_ids" in r.text
     r = httpx.post(f"{url}/generate", json={"input_ids": [1, 10 ** 7], "sampling_params": {"max_new_tokens": 4}})
-    assert r.status_code == 400 and "vocabulary" in r.text
+    assert r.status_code == 400 and "vocabulary" in r.text and str(10 ** 7) in r.text
     r = httpx.post(f"{url}/generate", json={"input_ids": [1], "sampling_params": {"max_new_tokens": -1}})
-    assert r.status_code in (400, 422) and "max_new_tokens" in r.text
+    assert r.status_code == 400 and "max_new_tokens" in r.text
+    r = httpx.post(f"{url}/generate", json={"input_ids": "hello"})
+    assert r.status_code == 400 and "input_ids" in r.text
+    # one bad prompt in a batch starts none of them
+    before = httpx.get(f"{url}/server_info").json()["generated_tokens_total"]
+    r = httpx.post(f"{url}/generate", json={"input_ids": [[1, 2], [-3]], "sampling_params": {"max_new_tokens": 4}})
+    assert r.status_code == 400 and "-3" in r.text
+    assert httpx.get(f"{url}/server_info").json()["generated_tokens_total"] == before
+    r = httpx.post(f"{url}/update_weight_version", json={"new_version": "seven"})
+    assert r.status_code == 400 and "new_version" in r.text
 
 
 def test_info_endpoints(tiny_engine):
@@ -210,3 +219,60 @@ def test_info_endpoints(tiny_engine):
     assert httpx.post(f"{url}/update_weight_version", json={"new_version": 11}).json()["success"]
     assert httpx.get(f"{url}/get_weight_version").json()["weight_version"] == "11"
     assert gen(url)["meta_info"]["output_token_weight_versions"][0] == 11
+
+
+def test_update_weights_from_tensor_json_base64_and_bad_tensors(tiny_model_path):
+    import base64
+
+    engine = launch_cpu_engine(tiny_model_path, threads=1)
+    try:
+        url = engine.url
+        base = gen(url)["output_ids"]
+        hf = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+        sd = hf.state_dict()
+        names = ["model.norm.weight", "model.layers.1.mlp.down_proj.weight"]
+        gen_ = torch.Generator().manual_seed(0)
+        new = {k: torch.randn(sd[k].shape, generator=gen_) for k in names}
+        blobs = [base64.b64encode(save({k: v})).decode() for k, v in new.items()]  # one blob per tensor
+        r = httpx.post(f"{url}/update_weights_from_tensor",
+                       json={"serialized_named_tensors": blobs, "weight_version": 2}).json()
+        assert r["success"], r
+        changed = gen(url)
+        assert changed["output_ids"] != base and changed["meta_info"]["weight_version"] == "2"
+        # wrong shape / dtype / garbage: success false, the tensor named, nothing applied
+        wrong = {names[1]: sd[names[1]] * 0, "model.norm.weight": torch.ones(3)}
+        for payload in (wrong, {names[1]: sd[names[1]].to(torch.int64)}):
+            r = httpx.post(f"{url}/update_weights_from_tensor", content=save(payload), params={"weight_version": 9},
+                           headers={"content-type": "application/octet-stream"}).json()
+            assert r["success"] is False and ("model.norm.weight" in r["message"] or names[1] in r["message"])
+        r = httpx.post(f"{url}/update_weights_from_tensor", content=b"not safetensors",
+                       headers={"content-type": "application/octet-stream"}).json()
+        assert r["success"] is False
+        assert gen(url)["output_ids"] == changed["output_ids"]
+        assert httpx.get(f"{url}/get_weight_version").json()["weight_version"] == "2"
+        blob = base64.b64encode(save({k: sd[k] for k in names})).decode()
+        r = httpx.post(f"{url}/update_weights_from_tensor", json={"serialized_named_tensors": [blob]}).json()
+        assert r["success"] and gen(url)["output_ids"] == base
+    finally:
+        engine.stop()
+
+
+def test_rids_text_prompts_and_abort_all(tiny_engine):
+    url = tiny_engine.url
+    body = {"text": ["Hello there", "Two plus two is"], "rid": ["a1", "a2"],
+            "sampling_params": {"max_new_tokens": 3, "temperature": 0}}
+    out = httpx.post(f"{url}/generate", json=body, timeout=60).json()
+    assert [o["meta_info"]["id"] for o in out] == ["a1", "a2"]
+    body = {"input_ids": PROMPT, "rid": "grp", "sampling_params": {"max_new_tokens": 2, "n": 2, "seed": 1}}
+    out = httpx.post(f"{url}/generate", json=body, timeout=60).json()
+    assert [o["meta_info"]["id"] for o in out] == ["grp-0", "grp-1"]
+    threads = [_in_background(lambda: gen(url, max_new_tokens=1000, ignore_eos=True)) for _ in range(3)]
+    for _ in range(200):
+        if httpx.get(f"{url}/server_info").json()["num_running_reqs"] == 3:
+            break
+        time.sleep(0.02)
+    assert httpx.post(f"{url}/abort_request", json={"abort_all": True}).json()["success"]
+    for thread, box in threads:
+        thread.join(60)
+        assert box["out"]["meta_info"]["finish_reason"]["type"] == "abort"
+    assert httpx.post(f"{url}/abort_request", json={}).status_code == 400

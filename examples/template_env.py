@@ -1,0 +1,92 @@
+"""A template for your own environment. Copy this file into your package, rename the classes, fill in the bodies.
+
+How slime-rl finds it
+---------------------
+Name the class in the run config, by dotted path (your module must be importable, e.g. installed or on
+PYTHONPATH):
+
+    env:
+      name: my_pkg.my_env:MyEnv          # or my_pkg.my_env.MyEnv
+      dataset: data/train.jsonl          # one JSON object per line; each row is a `sample` below
+      eval_dataset: data/eval.jsonl
+      kwargs: {difficulty: 2}            # passed to MyEnv(**kwargs) and to MyEnv.load_dataset(..., **kwargs)
+      max_turns: 4                       # > 1 for multi-turn environments
+      step_timeout_s: 60                 # reset/step time limit; over it the sample fails, the run goes on
+      reward_timeout_s: 30               # reward time limit
+      reward_fn: my_pkg.rewards:score    # optional: fn(sample, response_text) -> float replaces the env's reward
+
+or register it under the `slime_rl.envs` entry-point group in your pyproject.toml and use the short name:
+
+    [project.entry-points."slime_rl.envs"]
+    my_env = "my_pkg.my_env:MyEnv"       # then env.name: my_env
+
+The contract (slime_rl.env_api)
+-------------------------------
+- One environment instance per episode: keep per-episode state on `self`.
+- Single-turn: subclass `SingleTurnEnv`, implement `prompt(sample) -> messages` and
+  `reward(sample, response_text) -> float`. `reward` is plain code (run in a thread, so it may block).
+- Multi-turn: subclass `Env`, implement `async reset(sample) -> ResetResult(messages=...)` and
+  `async step(response_text) -> StepResult(observation=..., done=..., reward=...)`. Until `done`, the observation
+  is appended as the next chat turn (role `observation_role`, default "user") and the model answers again.
+  `reward` is required on the step that ends the episode (or when env.max_turns runs out).
+- Token-in-token-out: you only ever see text. The worker keeps the model's tokens exactly as the engine sampled
+  them (trained, loss mask 1) and tokenises your observations once (not trained, loss mask 0).
+- Failures are contained: an exception or a timeout in reset/step/reward/close marks that one sample
+  `failed` (its reason in `metadata["reason"]`); the worker keeps going.
+- `info` returned by a step is merged into the trajectory's metadata (shown on the dashboard).
+- `load_dataset(path, split, **kwargs)`: defaults to reading a JSONL file; override it to generate data.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from slime_rl.env_api import Env, Messages, ResetResult, SingleTurnEnv, StepResult
+
+
+class TemplateSingleTurnEnv(SingleTurnEnv):
+    """Rows look like {"question": "...", "answer": "..."}; reward 1 when the answer appears in the response."""
+
+    name = "template-single-turn"
+
+    def prompt(self, sample: dict[str, Any]) -> Messages:
+        return [{"role": "user", "content": sample["question"]}]
+
+    def reward(self, sample: dict[str, Any], response_text: str) -> float:
+        return float(str(sample["answer"]).strip().lower() in response_text.lower())
+
+
+class TemplateMultiTurnEnv(Env):
+    """A guessing game: the model guesses a number, the environment answers "higher"/"lower" until it is right.
+    Rows look like {"secret": 7}; reward 1 for a hit, less the more turns it took."""
+
+    name = "template-multi-turn"
+
+    def __init__(self, low: int = 0, high: int = 9, max_guesses: int = 4, **kwargs: Any):
+        super().__init__(low=low, high=high, max_guesses=max_guesses, **kwargs)
+        self.low, self.high, self.max_guesses = low, high, max_guesses
+        self.guesses = 0
+        self.secret = 0
+
+    async def reset(self, sample: dict[str, Any]) -> ResetResult:
+        self.secret, self.guesses = int(sample["secret"]), 0
+        return ResetResult(messages=[{"role": "user", "content": (
+            f"I picked a number from {self.low} to {self.high}. Guess it: reply with one number.")}])
+
+    async def step(self, response_text: str) -> StepResult:
+        self.guesses += 1
+        digits = "".join(ch if ch.isdigit() else " " for ch in response_text).split()
+        guess = int(digits[0]) if digits else None
+        if guess == self.secret:
+            return StepResult(done=True, reward=1.0 - 0.2 * (self.guesses - 1), info={"guesses": self.guesses})
+        if self.guesses >= self.max_guesses:
+            return StepResult(done=True, reward=0.0, info={"guesses": self.guesses})
+        hint = "Reply with one number." if guess is None else ("Higher." if guess < self.secret else "Lower.")
+        return StepResult(observation=hint, done=False, reward=0.0)  # the reward if env.max_turns runs out here
+
+    @classmethod
+    def load_dataset(cls, path: Any, split: str = "train", low: int = 0, high: int = 9,
+                     **kwargs: Any) -> list[dict[str, Any]]:
+        if path is not None:
+            return super().load_dataset(path, split)
+        return [{"id": f"{split}-{i}", "secret": low + (i * 7 + (split == "eval")) % (high - low + 1)}
+                for i in range(200)]

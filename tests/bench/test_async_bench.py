@@ -1,0 +1,33 @@
+"""The async-vs-sync benchmark's workload and arithmetic (the training runs themselves are in `make bench`)."""
+import pytest
+
+from slime_rl.bench.async_vs_sync import bench_config, compare, long_tail_rows, measure
+
+
+def test_workload_has_a_long_tail_and_keeps_the_prompts():
+    rows = long_tail_rows(200, median=12, max_len=160)
+    lengths = sorted(r["max_new_tokens"] for r in rows)
+    p99, median = lengths[int(0.99 * 199)], lengths[100]
+    assert 7 <= p99 / median <= 13
+    assert max(lengths) <= 160 and all({"question", "answer"} <= set(r) for r in rows)
+
+
+def test_idle_fractions_speedup_and_ideal():
+    history = [{"step_time_s": 2.0, "kept": 8, "reward_mean": 0.5, "staleness_hist": {"0": 6, "1": 2},
+                "push": {"blocked_s": 0.5}},
+               {"step_time_s": 3.0, "kept": 8, "reward_mean": 0.25, "staleness_hist": {"1": 8}}]
+    a = measure("async", 10.0, history, {"tokens": 100, "per_worker": [{"active_s": 8.0}]})
+    assert a["trainer_busy_s"] == pytest.approx(5.5) and a["trainer_idle_frac"] == pytest.approx(0.45)
+    assert a["rollout_idle_frac"] == pytest.approx(0.2) and a["trained_samples"] == 16
+    assert a["staleness_mean"] == pytest.approx(10 / 16)
+    s = measure("sync", 25.0, history, {"tokens": 100, "per_worker": [{"active_s": 12.0}]})
+    c = compare(s, a)
+    assert c["speedup_vs_sync"] == pytest.approx(2.5) and c["ratio_to_ideal"] == pytest.approx(10.0 / 8.0)
+
+
+def test_both_modes_share_everything_but_the_mode(tmp_path):
+    sync = bench_config("sync", tmp_path / "d.jsonl", tmp_path / "s", 3, 96, quick=True)
+    asyn = bench_config("async", tmp_path / "d.jsonl", tmp_path / "a", 3, 96, quick=True)
+    assert (sync.mode, asyn.mode) == ("sync", "async")
+    assert sync.rollout == asyn.rollout and sync.trainer == asyn.trainer and sync.loss == asyn.loss
+    assert sync.rollout.sampling.ignore_eos and sync.rollout.over_provision == 1.0

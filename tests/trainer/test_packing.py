@@ -1,0 +1,41 @@
+import pytest
+
+from slime_rl.trainer.packing import balanced_bins, budget_fill, first_fit_decreasing, pack, padding_waste
+
+from trainer_helpers import traj
+
+
+def test_pack_respects_budget_and_keeps_every_token():
+    trajs = [traj("p", n=n, tokens=list(range(10, 10 + n))) for n in (10, 3, 7, 5, 8, 1, 12, 2)]  # + 2 prompt
+    batches = pack(trajs, budget=20)
+    assert sorted(i for b in batches for i in b.items) == list(range(len(trajs)))
+    for b in batches:
+        assert b.num_tokens <= 20 and int(b.cu_seqlens[-1]) == b.num_tokens
+        for slot, i in enumerate(b.items):  # each sequence sits intact at its slot, positions restart at 0
+            s, e = int(b.cu_seqlens[slot]), int(b.cu_seqlens[slot + 1])
+            assert b.tokens[0, s:e].tolist() == trajs[i].prompt_ids + trajs[i].response_ids
+            assert b.position_ids[0, s:e].tolist() == list(range(e - s))
+    assert sum(b.num_tokens for b in batches) == sum(t.num_tokens for t in trajs)
+    assert len(batches) == len(first_fit_decreasing([t.num_tokens for t in trajs], 20))
+
+
+def test_bins_are_balanced_and_the_waste_metrics():
+    lengths = [9, 8, 7, 6, 5, 4, 3, 2, 2, 2]  # 48 tokens, budget 16: three bins
+    bins = balanced_bins(lengths, 16)
+    loads = sorted(sum(lengths[i] for i in b) for b in bins)
+    assert len(bins) == 3 and loads[-1] - loads[0] <= 1 and sum(loads) == 48
+    trajs = [traj("w", n=n - 1, prompt=1) for n in lengths]
+    batches = pack(trajs, 16)
+    total = sum(t.num_tokens for t in trajs)
+    longest = max(b.num_tokens for b in batches)
+    assert padding_waste(batches) == pytest.approx(1 - total / (len(batches) * longest))
+    assert budget_fill(batches, 16) == pytest.approx(total / (len(batches) * 16))
+    assert padding_waste([]) == 0.0
+
+
+def test_a_sequence_over_budget_gets_its_own_micro_batch():
+    trajs = [traj("x", n=40), traj("x", n=3), traj("x", n=4)]
+    batches = pack(trajs, budget=16)
+    assert [b.items for b in batches] == [[2, 1], [0]]
+    with pytest.raises(ValueError, match="micro_batch_tokens"):
+        pack(trajs, budget=0)
