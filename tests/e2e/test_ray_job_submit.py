@@ -28,10 +28,15 @@ def ray_head():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
            "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
+    # every listening port chosen free: Ray's fixed defaults (agent 52365, metrics) clash with any other Ray on the
+    # machine, and an agent that cannot bind disables job submission
+    agent_ports = [arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                    "--runtime-env-agent-port", "--metrics-export-port")
+                   for arg in (flag, str(free_port()))]
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs_port), "--num-cpus", "4",
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port), "--include-dashboard", "true",
-         "--temp-dir", str(temp)],
+         *agent_ports, "--temp-dir", str(temp)],
         env=env, stdout=open(temp / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port("127.0.0.1", dash_port, timeout=120)
@@ -52,8 +57,12 @@ def test_ray_job_submit_runs_a_short_training_to_success(ray_head, tiny_model_pa
            "--", "slime-rl", "train", "examples/math/config.yaml",
            *tiny_overrides(tiny_model_path, run_dir, **{"trainer.max_steps": 2})]
     started = time.time()
-    proc = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
+    for _ in range(60):
+        proc = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=900)
+        out = proc.stdout + proc.stderr
+        if "No available agent to submit job" not in out:
+            break
+        time.sleep(2)  # the head's job agent starts after its dashboard port opens (slowly on a busy machine)
     assert proc.returncode == 0, out[-4000:]
     assert "succeeded" in out, out[-4000:]
     summary_file = run_dir / "summary.json"
