@@ -75,6 +75,9 @@ class TrajectoryBuffer:
         self._own_pending_checked = False
         self._pending_cursor: bytes | str = "0"
         self._next_claim_at = 0.0
+        # entries this instance handed out and has not acknowledged: XAUTOCLAIM also returns a consumer's own
+        # idle entries, and a trainer holds its entries unacknowledged until the checkpoint that commits them
+        self._outstanding: set[str] = set()
         self._ack_script = self.r.register_script(_ACK_LUA)
         self._ensure_group()
 
@@ -130,7 +133,8 @@ class TrajectoryBuffer:
         try:
             raw += self._read_own_pending(count)
             if len(raw) < count:
-                raw += self._claim_dead(count - len(raw))
+                taken = self._outstanding | {eid.decode() for eid, _ in raw}
+                raw += [(eid, f) for eid, f in self._claim_dead(count - len(raw)) if eid.decode() not in taken]
             if len(raw) < count:
                 raw += self._read_new(count - len(raw), block_ms if not raw else 0)
         except redis.ResponseError as exc:
@@ -138,7 +142,9 @@ class TrajectoryBuffer:
                 raise
             self._ensure_group()  # Redis came back without its data: start the group again
             return []
-        return self._admit(raw)
+        out = self._admit(raw)
+        self._outstanding.update(e.entry_id for e in out)
+        return out
 
     def _read_own_pending(self, count: int) -> list[tuple[bytes, dict]]:
         """Entries delivered to this consumer name before a restart, each returned once (a cursor walks the
@@ -221,6 +227,7 @@ class TrajectoryBuffer:
         e.g. for the entries a checkpoint recorded when the process died before acknowledging them."""
         if not ids:
             return 0
+        self._outstanding.difference_update(ids)
         return int(self._ack_script(keys=[self.cfg.stream, self.k_trained, self.k_counters],
                                     args=[self.cfg.group, len(ids), *ids, *traj_ids]))
 

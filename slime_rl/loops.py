@@ -11,6 +11,7 @@ import ray
 from .run_context import RunContext
 
 StepCallback = Callable[[dict[str, Any]], None]
+STARVED_S = 600.0  # async: how long the trainer may wait for data before the run is declared stuck
 
 
 def push_weights(ctx: RunContext, wait: bool) -> dict[str, Any]:
@@ -27,14 +28,20 @@ def async_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
     history: list[dict[str, Any]] = []
     pending_eval = None  # (step, ObjectRef): held-out evaluation running beside training
     controls = ControlInbox(ctx)
+    starved_since = time.monotonic()
     while _steps_left(ctx):
         controls.apply(producing)
         _restart_dead_workers(ctx, producing)
-        metrics = ray.get(ctx.trainer.train_step.remote(timeout_s=5.0 if controls.paused else 600.0))
-        if metrics is None and controls.paused:
-            continue  # rollouts paused from the dashboard: wait for a resume
-        if metrics is None:
-            raise RuntimeError("no trajectories reached the trainer for 600 s: rollout is stuck (see logs/)")
+        # short waits, so a rollout worker that died is restarted within seconds instead of starving the trainer
+        metrics = ray.get(ctx.trainer.train_step.remote(timeout_s=5.0))
+        if metrics is None:  # a step's groups are not all in yet (the trainer holds what came)
+            if controls.paused:  # rollouts paused from the dashboard: waiting for a resume is not starving
+                starved_since = time.monotonic()
+            elif time.monotonic() - starved_since > STARVED_S:
+                raise RuntimeError(f"no trajectories reached the trainer for {STARVED_S:.0f} s: rollout is stuck "
+                                   "(see logs/)")
+            continue
+        starved_since = time.monotonic()
         if not metrics["stepped"]:  # every group of this batch was too stale: nothing was trained
             continue
         if metrics["step"] % cfg.relay.push_every == 0:

@@ -55,6 +55,7 @@ class TrainerCore:
         self.metrics = MetricsSink(consumer, redis_url, run_dir)
         self._step, self._version = 0, 0
         self.uncommitted: list[BufferEntry] = []  # trained into the weights, not yet acknowledged
+        self._held: list[BufferEntry] = []  # read, waiting for the rest of a step's groups
         self.ckpt_root = self.run_dir / "checkpoints"
         self.audit = self.run_dir / "trained_ids.jsonl"
         if resume and latest_checkpoint(self.ckpt_root) is not None:
@@ -70,8 +71,7 @@ class TrainerCore:
     def version(self) -> int:
         return self._version
 
-    def _read(self, timeout_s: float) -> list[BufferEntry]:
-        want = self.cfg.rollout.groups_per_step
+    def _read(self, want: int, timeout_s: float) -> list[BufferEntry]:
         entries: list[BufferEntry] = []
         deadline = time.monotonic() + timeout_s
         while len(entries) < want:
@@ -82,10 +82,14 @@ class TrainerCore:
         return entries
 
     def train_step(self, timeout_s: float = 600.0) -> dict[str, Any] | None:
-        """Train on the next groups_per_step groups (waits up to timeout_s for them; None if none came)."""
-        entries = self._read(timeout_s)
-        if not entries:
+        """Train on the next groups_per_step groups. Waits up to timeout_s for them; if fewer came, returns None and
+        holds them for the next call (read but not acknowledged: a crash leaves them pending in the buffer), so a
+        caller polling with short timeouts never trains on a partial batch."""
+        want = self.cfg.rollout.groups_per_step
+        self._held += self._read(want - len(self._held), timeout_s)
+        if len(self._held) < want:
             return None
+        entries, self._held = self._held, []
         groups = [e.group for e in entries]
         m = train_step(self.policy, groups, self._version, self.cfg, reference=self.reference)
         self.uncommitted += entries

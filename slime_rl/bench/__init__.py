@@ -19,6 +19,8 @@ BENCHMARKS: dict[str, str] = {
     "relay": "slime_rl.relay.bench_relay:run",
     "sandbox": "slime_rl.sandboxes.bench_sandbox:run",
     "async": "slime_rl.bench.async_vs_sync:run",
+    "ablation": "slime_rl.bench.ablation:run",
+    "trl": "slime_rl.bench.trl_compare:run",
 }
 
 RESULTS_DIR = Path("bench/results")
@@ -46,4 +48,22 @@ def run_benchmark(name: str, quick: bool = False, results_dir: Path = RESULTS_DI
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str))
     tmp.rename(path)
+    return path
+
+
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend (benchmark machines have no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
     return path

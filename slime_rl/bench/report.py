@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import BENCHMARKS, RESULTS_DIR
+from . import BENCHMARKS, RESULTS_DIR, pyplot, save_figure
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,7 @@ def plot_targets(results: dict[str, dict[str, Any]], path: Path) -> bool:
     rows = [(t, m) for t, m in target_rows(results) if m is not None and m > 0]
     if not rows:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     scores = [m / t.value if t.op == ">=" else t.value / m for t, m in rows]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.2))
     ax.barh([f"{t.benchmark}: {t.key}" for t, _ in rows], scores,
@@ -112,10 +108,7 @@ def plot_targets(results: dict[str, dict[str, Any]], path: Path) -> bool:
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xlabel("measured vs target (>= 1 means met)")
     ax.invert_yaxis()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

@@ -93,6 +93,26 @@ def test_killed_consumer_entries_are_reclaimed_and_trained_once(redis_url):
     assert producer.stats().pending == 0
 
 
+def test_a_consumer_does_not_reclaim_what_it_holds_uncommitted(redis_url):
+    # a trainer keeps its entries unacknowledged until the checkpoint that commits them, often longer than the
+    # claim idle time; XAUTOCLAIM would hand them back to it, to be trained again
+    cfg = BufferConfig(claim_idle_ms=100)
+    buf = TrajectoryBuffer(cfg, redis_url, consumer="trainer")
+    buf.put_many([make_group("held"), make_group("next")])
+    held = buf.read(1, block_ms=100)
+    assert [e.group.group_id for e in held] == ["g-held"]
+    time.sleep(0.3)  # longer than claim_idle_ms: "held" is idle in this consumer's pending list
+    again = buf.read(5, block_ms=100)
+    assert [e.group.group_id for e in again] == ["g-next"]
+    buf.ack(held + again)
+    assert buf.stats().pending == 0 and buf.stats().duplicates == 0
+    rescuer = TrajectoryBuffer(cfg, redis_url, consumer="rescuer")  # a dead consumer's entries still move on
+    buf.put(make_group("orphan"))
+    orphan = buf.read(1, block_ms=100)
+    time.sleep(0.3)
+    assert [e.entry_id for e in rescuer.read(5, block_ms=100)] == [orphan[0].entry_id]
+
+
 def test_redelivered_trajectories_are_not_trained_twice(redis_url):
     cfg = BufferConfig()
     buf = TrajectoryBuffer(cfg, redis_url, consumer="c")
