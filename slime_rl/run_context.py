@@ -83,14 +83,7 @@ class RunContext:
     def _start_ray(self) -> None:
         import ray
 
-        if ray.is_initialized():
-            return
-        env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-        if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or an explicit cluster
-            ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": env}, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(8, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": env})
+        if not ray.is_initialized() and start_ray():
             self.stack.callback(ray.shutdown)
         self._link_actor_logs()
 
@@ -207,6 +200,21 @@ class RunContext:
 
     def _count(self, what: str) -> None:
         self.restarts[what] = self.restarts.get(what, 0) + 1
+
+
+def start_ray() -> bool:
+    """Join the cluster in RAY_ADDRESS (inside `ray job submit`), or start a local Ray; True if started here.
+    Local Ray runs its workers at niceness 0, not Ray's default 15: the trainer, rollout workers and relays are Ray
+    actors while the engines are plain processes, and on a small machine niced actors starve behind the engines."""
+    import ray
+
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": env}, log_to_driver=False)
+        return False
+    ray.init(num_cpus=max(8, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": env}, _system_config={"worker_niceness": 0})
+    return True
 
 
 def wait_ready(refs: list, timeout: float = 300.0) -> None:

@@ -19,7 +19,6 @@ Weights are pushed every step (relay.push_every=1), so the final evaluation sees
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 from collections import Counter
@@ -162,20 +161,17 @@ def _one_line(exc: Exception) -> str:
 
 @contextmanager
 def _ray_session() -> Iterator[None]:
-    """One local Ray for every cell (RunContext reuses an initialised Ray; same settings as the launcher's).
-    Inside a cluster (RAY_ADDRESS) or an existing session, each cell connects as the launcher does."""
+    """One Ray for every cell (RunContext reuses an initialised Ray), started as the launcher starts it."""
     import ray
 
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        yield
-        return
-    ray.init(num_cpus=max(8, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                                       "OMP_NUM_THREADS": "1"}})
+    from slime_rl.run_context import start_ray
+
+    started = not ray.is_initialized() and start_ray()
     try:
         yield
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def _attempt(plan: Plan, tau: int, loss: str, seed: int, runs_dir: Path) -> dict[str, Any]:

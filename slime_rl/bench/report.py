@@ -78,7 +78,8 @@ def render(results: dict[str, dict[str, Any]], chart: str | None = None) -> str:
              "`slime-rl bench NAME` (`--quick` for a smaller workload; quick results say so below).", "",
              "## Targets", "", "| benchmark | metric | target | measured | met |", "| --- | --- | --- | --- | --- |"]
     for t, measured in target_rows(results):
-        shown = "not run" if measured is None else _fmt(measured)
+        quick = " (quick)" if results.get(t.benchmark, {}).get("quick") else ""
+        shown = "not run" if measured is None else _fmt(measured) + quick
         verdict = "" if measured is None else ("yes" if t.met(measured) else "**no**")
         lines.append(f"| {t.benchmark} | `{t.key}` | {t.op} {t.value:g} | {shown} | {verdict} |")
     if chart:
@@ -89,6 +90,7 @@ def render(results: dict[str, dict[str, Any]], chart: str | None = None) -> str:
     for name, result in results.items():
         lines += ["", f"## {name}", "", _provenance(result), "", "| key | value |", "| --- | --- |"]
         lines += [f"| `{k}` | {_fmt(v)} |" for k, v in scalars(result).items()]
+        lines += _row_table(result.get("table"))
         if (RESULTS_DIR / f"{name}.png").exists():
             lines += ["", f"![{name}](bench/results/{name}.png)"]
     return "\n".join(lines) + "\n"
@@ -118,6 +120,15 @@ def write_report(results_dir: Path = RESULTS_DIR, out: Path = Path("BENCHMARKS.m
     has_chart = plot_targets(results, chart)
     out.write_text(render(results, chart.as_posix() if has_chart else None))
     return out
+
+
+def _row_table(rows: Any) -> list[str]:
+    """A result's `table` (a list of flat rows, e.g. the ablation's tau x loss means) as a markdown table."""
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        return []
+    cols = [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]
+    out = ["", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    return out + ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
 
 
 def _provenance(result: dict[str, Any]) -> str:

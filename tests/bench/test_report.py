@@ -40,3 +40,12 @@ def test_no_chart_without_measurements(tmp_path):
     assert plot_targets({}, tmp_path / "t.png") is False
     assert not (tmp_path / "t.png").exists()
     assert len({(t.benchmark, t.key) for t in TARGETS}) == len(TARGETS)
+
+
+def test_quick_results_are_marked_and_row_tables_rendered(tmp_path):
+    _write(tmp_path, "relay", quick=True, propagation_vs_bound=1.7)
+    _write(tmp_path, "ablation", table=[{"tau": 0, "loss": "none", "heldout_reward": 0.8125, "hist": {"0": 1}},
+                                        {"tau": 4, "loss": "bilateral", "heldout_reward": 0.75, "hist": {}}])
+    md = render(load_results(tmp_path))
+    assert "| relay | `propagation_vs_bound` | <= 2 | 1.7 (quick) | yes |" in md
+    assert "| tau | loss | heldout_reward |" in md and "| 4 | bilateral | 0.75 |" in md
