@@ -10,13 +10,9 @@ from .config import RunConfig
 def summarize(cfg: RunConfig, history: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any],
               rollout: dict[str, Any], wall_s: float, restarts: dict[str, int], buffer: dict[str, int],
               engine_versions: dict[str, int]) -> dict[str, Any]:
-    lags: Counter[int] = Counter()
-    for m in history:
-        for lag, count in (m.get("staleness_hist") or {}).items():
-            lags[int(lag)] += int(count)
+    lags = staleness_hist(history)
     trained_tokens = sum(m.get("tokens", 0) for m in history)
     train_time = sum(m.get("step_time_s", 0.0) for m in history)
-    n = sum(lags.values())
     return {
         "mode": cfg.mode,
         "steps": len(history),
@@ -28,7 +24,7 @@ def summarize(cfg: RunConfig, history: list[dict[str, Any]], before: dict[str, A
         "train_reward_last_steps": _mean([m.get("reward_mean") for m in history[-3:]]),
         "rollout_tokens_per_s": rollout.get("tokens_per_s", 0.0),
         "trainer_tokens_per_s": trained_tokens / train_time if train_time else 0.0,
-        "staleness_mean": sum(lag * c for lag, c in lags.items()) / n if n else 0.0,
+        "staleness_mean": mean_lag(lags),
         "staleness_hist": dict(sorted(lags.items())),
         "dropped_stale": sum(m.get("dropped_stale", 0) for m in history),
         "weight_pushes": sum(1 for m in history if "push" in m),
@@ -40,6 +36,20 @@ def summarize(cfg: RunConfig, history: list[dict[str, Any]], before: dict[str, A
         "restarts": restarts,
         "wall_s": wall_s,
     }
+
+
+def staleness_hist(history: list[dict[str, Any]]) -> Counter[int]:
+    """Trajectories per lag (trainer version - version of the first token) over the trainer steps."""
+    lags: Counter[int] = Counter()
+    for m in history:
+        for lag, count in (m.get("staleness_hist") or {}).items():
+            lags[int(lag)] += int(count)
+    return lags
+
+
+def mean_lag(lags: Counter[int]) -> float:
+    n = sum(lags.values())
+    return sum(lag * c for lag, c in lags.items()) / n if n else 0.0
 
 
 def _mean(values: list[Any]) -> float:

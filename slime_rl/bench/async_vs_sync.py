@@ -25,6 +25,7 @@ from typing import Any
 from slime_rl.config import RunConfig, load_config
 from slime_rl.env_api import read_jsonl
 from slime_rl.rollout.bench_engine import workload
+from slime_rl.summary import mean_lag, staleness_hist
 
 CONFIG = Path("examples/math/config.yaml")
 TRAIN_ROWS = Path("examples/math/train.jsonl")
@@ -71,12 +72,11 @@ def measure(mode: str, wall: float, history: list[dict[str, Any]], rollout: dict
     publish_s = sum(m["push"].get("blocked_s", 0.0) for m in history if "push" in m)
     trainer_busy = train_s + publish_s
     rollout_busy = max((w.get("active_s", 0.0) for w in rollout.get("per_worker", [])), default=0.0)
-    lags = [int(lag) for m in history for lag, c in (m.get("staleness_hist") or {}).items() for _ in range(c)]
     return {"mode": mode, "steps": len(history), "wall_s": wall, "trainer_busy_s": trainer_busy,
             "trainer_idle_frac": max(0.0, 1 - trainer_busy / wall) if wall else 0.0,
             "rollout_busy_s": rollout_busy, "rollout_idle_frac": max(0.0, 1 - rollout_busy / wall) if wall else 0.0,
             "trained_samples": sum(m.get("kept", 0) for m in history),
-            "generated_tokens": rollout.get("tokens", 0), "staleness_mean": sum(lags) / len(lags) if lags else 0.0,
+            "generated_tokens": rollout.get("tokens", 0), "staleness_mean": mean_lag(staleness_hist(history)),
             "reward_mean": sum(m.get("reward_mean", 0.0) for m in history) / len(history) if history else 0.0}
 
 
