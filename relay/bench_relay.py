@@ -1,6 +1,6 @@
 """`slime-rl bench relay`: trainer-blocked time for K = 1, 2 and 4 engines (it must not grow with K), end-to-end
 propagation, and a bound measured in the same run: the same bytes copied once over the same transport (Ray object
-store into an actor, then one HTTP POST to an engine). Each K is pushed `reps` times after a warm-up push; the
+store into an actor, then handed to an engine the way a syncer hands them: relay/delivery.py). Each K is pushed `reps` times after a warm-up push; the
 medians are reported (a single push on a shared machine is mostly noise)."""
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import statistics
 import tempfile
 import time
 
-import httpx
 import ray
 import torch
 
 from slime_rl.config import RelayConfig
 from slime_rl.model_store import DEFAULT_OUT
 from slime_rl.redis_server import EmbeddedRedis
+from slime_rl.run_context import start_ray
 
+from .delivery import deliver
 from .group import RelayGroup
 from .versions import pack_weights
 
@@ -43,9 +44,7 @@ def run(quick: bool = False) -> dict:
     if quick:  # a slice of the model keeps the smoke test small
         weights = {k: v for k, v in list(weights.items())[:8]}
     ks, reps = ((1, 2), 1) if quick else ((1, 2, 4), 3)
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    started_ray = not ray.is_initialized() and start_ray()  # niceness 0, as in a real run
     engines = [launch_cpu_engine(model, threads=1) for _ in range(max(ks))]
     out: dict = {"bytes": None, "per_k": {}}
     try:
@@ -77,9 +76,8 @@ def run(quick: bool = False) -> dict:
                 _, blob = pack_weights(version, weights, RelayConfig().chunk_bytes)
                 t0 = time.perf_counter()
                 ray.get(sink.take.remote(blob))
-                httpx.post(f"{engines[0].url}/update_weights_from_tensor", content=blob, timeout=600,
-                           params={"weight_version": version},
-                           headers={"content-type": "application/octet-stream"}).raise_for_status()
+                if not deliver(engines[0].url, blob, version, RelayConfig().transport, timeout=600):
+                    raise RuntimeError(f"bound: engine {engines[0].url} refused version {version}")
                 if rep:
                     bounds.append(time.perf_counter() - t0)
             bound = statistics.median(bounds)

@@ -26,7 +26,7 @@ class RelayGroup:
         for j, url in enumerate(engine_urls):
             own = relays[j % len(relays)]
             order = [own] + [r for r in reversed(relays) if r is not own]  # own relay, then leaves up to the root
-            syncers[url] = EngineSyncer.remote(url, order, redis_url, run_dir)
+            syncers[url] = EngineSyncer.remote(url, order, redis_url, run_dir, transport=cfg.transport)
         return cls(cfg, relays, syncers)
 
     def publisher(self) -> WeightPublisher:

@@ -11,6 +11,7 @@ import ray
 
 from slime_rl.metrics import MetricsSink
 
+from .delivery import deliver
 from .versions import IntegrityError, Manifest, verify
 from .worker import WEIGHTS_STREAM
 
@@ -18,7 +19,7 @@ from .worker import WEIGHTS_STREAM
 @ray.remote(num_cpus=0, max_concurrency=4)
 class EngineSyncer:
     def __init__(self, engine_url: str, relays: list, redis_url: str, run_dir: str | None = None,
-                 wait_for_relay_s: float = 30.0):
+                 wait_for_relay_s: float = 30.0, transport: str = "auto"):
         from slime_rl.buffer import connect
 
         self.engine_url = engine_url.rstrip("/")
@@ -26,6 +27,7 @@ class EngineSyncer:
         self.redis = connect(redis_url)  # rides out a Redis restart
         self.metrics = MetricsSink(f"syncer-{engine_url}", redis_url, run_dir)
         self.wait_for_relay_s = wait_for_relay_s
+        self.transport = transport
         self.version = self._engine_version()
         self.last_sync_s = 0.0
         self.rejected = 0
@@ -74,13 +76,7 @@ class EngineSyncer:
                 self.rejected += 1
                 self.metrics.log("relay", {"engine": self.engine_url, "rejected": str(exc)})
                 continue
-            try:
-                r = httpx.post(f"{self.engine_url}/update_weights_from_tensor", content=blob, timeout=300,
-                               params={"weight_version": manifest.version},
-                               headers={"content-type": "application/octet-stream"})
-                ok = r.status_code == 200 and r.json().get("success")
-            except httpx.HTTPError:
-                ok = False
+            ok = deliver(self.engine_url, blob, manifest.version, self.transport)
             if ok:
                 self.version = manifest.version
                 self.last_sync_s = time.time() - started
@@ -98,7 +94,8 @@ class EngineSyncer:
                     if newest >= version:
                         got = ray.get(relay.fetch.remote(newest), timeout=120)
                         if got is not None:
-                            yield got
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                    continue  # that relay is gone or stuck: try the next one
+                            manifest, (ref,) = got
+                            yield manifest, ray.get(ref, timeout=120)
+                except ray.exceptions.RayError:
+                    continue  # that relay (or the copy it owns) is gone or stuck: try the next one
             time.sleep(0.1)

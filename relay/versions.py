@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -62,22 +63,24 @@ def unpack_weights(manifest: Manifest, blob: bytes) -> dict[str, torch.Tensor]:
 
 @dataclass
 class VersionStore:
+    """Holds (manifest, payload) per version: the payload is the verified blob itself, or whatever the caller keeps
+    in its place (a relay keeps an object-store reference, so it holds no second copy)."""
     keep: int = 2
-    versions: dict[int, tuple[Manifest, bytes]] = field(default_factory=dict)
+    versions: dict[int, tuple[Manifest, Any]] = field(default_factory=dict)
 
     @property
     def newest(self) -> int:
         return max(self.versions, default=-1)
 
-    def offer(self, manifest: Manifest, blob: bytes) -> bool:
+    def offer(self, manifest: Manifest, blob: bytes, keep_as: Callable[[bytes], Any] | None = None) -> bool:
         """Store a verified version if it is newer than what we hold; returns whether it was taken."""
         if manifest.version <= self.newest:
             return False
         verify(manifest, blob)
-        self.versions[manifest.version] = (manifest, blob)
+        self.versions[manifest.version] = (manifest, keep_as(blob) if keep_as else blob)
         for old in sorted(self.versions)[:-self.keep]:
             del self.versions[old]
         return True
 
-    def get(self, version: int) -> tuple[Manifest, bytes] | None:
+    def get(self, version: int) -> tuple[Manifest, Any] | None:
         return self.versions.get(version)

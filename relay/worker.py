@@ -1,5 +1,7 @@
-"""Relay workers (Ray actors): the trainer hands a version to the root once; each relay stores it, then forwards
-it to its children in the fan-out tree, off the trainer's path. Engine syncers fetch from their relay."""
+"""Relay workers (Ray actors): the trainer hands a version to the root once; each relay checks it, keeps it in the
+Ray object store, then forwards it to its children in the fan-out tree, off the trainer's path. Engine syncers
+fetch a reference from their relay and read the bytes from the object store themselves, so serving K engines
+costs the relay nothing per engine (it never re-serialises the blob, and the trainer's wait cannot grow with K)."""
 from __future__ import annotations
 
 import ray
@@ -15,28 +17,30 @@ class RelayWorker:
         from slime_rl.buffer import connect
 
         self.name = name
-        self.store = VersionStore(keep=keep)
+        self.store = VersionStore(keep=keep)  # version -> (manifest, ObjectRef of the verified blob)
         self.children: list = []
         self.redis = connect(redis_url)  # rides out a Redis restart
 
     def set_children(self, children: list) -> None:
         self.children = children
 
-    def put(self, manifest: Manifest, blob: bytes, announce: bool = False) -> bool:
+    def put(self, manifest: Manifest, blob: bytes) -> bool:
         """Store a version (verified) and start forwarding it; returns once this relay holds it."""
-        taken = self.store.offer(manifest, blob)
-        if taken:
-            ref = ray.put(blob)  # children pull from the object store: one copy, not one per child
-            for child in self.children:
-                child.put.remote(manifest, ref)  # a top-level ObjectRef argument arrives resolved
-            self.redis.xadd(WEIGHTS_STREAM, {"version": manifest.version, "relay": self.name}, maxlen=1000)
-        return taken
+        if not self.store.offer(manifest, blob, keep_as=ray.put):  # one owned copy in the object store
+            return False
+        _, ref = self.store.get(manifest.version)
+        for child in self.children:
+            child.put.remote(manifest, ref)  # a top-level ObjectRef argument arrives resolved
+        self.redis.xadd(WEIGHTS_STREAM, {"version": manifest.version, "relay": self.name}, maxlen=1000)
+        return True
 
     def newest(self) -> int:
         return self.store.newest
 
-    def fetch(self, version: int) -> tuple[Manifest, bytes] | None:
-        return self.store.get(version)
+    def fetch(self, version: int) -> tuple[Manifest, list] | None:
+        """(manifest, [ref]): the reference is wrapped so Ray passes it on instead of copying the blob out of us."""
+        got = self.store.get(version)
+        return None if got is None else (got[0], [got[1]])
 
     def ping(self) -> str:
         return self.name

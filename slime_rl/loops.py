@@ -15,8 +15,9 @@ STARVED_S = 600.0  # async: how long the trainer may wait for data before the ru
 
 
 def push_weights(ctx: RunContext, wait: bool) -> dict[str, Any]:
-    """The trainer publishes once to its relay and goes back to work; `wait` makes it a barrier (sync mode)."""
-    receipt = ray.get(ctx.trainer.publish_weights.remote(ctx.relay.publisher()))
+    """The trainer publishes once to its relay and goes back to work (async: it hands a copy of the weights to its
+    publishing thread and trains on); `wait` makes the push a barrier (sync mode)."""
+    receipt = ray.get(ctx.trainer.publish_weights.remote(ctx.relay.publisher(), background=not wait))
     if wait:
         receipt["propagation_s"] = ctx.relay.wait_for_version(receipt["version"], timeout=600)
     return receipt
@@ -53,6 +54,7 @@ def async_loop(ctx: RunContext, on_step: StepCallback) -> list[dict[str, Any]]:
         _finish_eval(ctx, *pending_eval, on_step)
     for w in ctx.workers:
         w.stop.remote()
+    ray.get(ctx.trainer.finish_publication.remote())  # the last version is with the relay (or its error raised)
     _final_commit(ctx)
     return history
 

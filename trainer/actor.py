@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ class TrainerCore:
         self._step, self._version = 0, 0
         self.uncommitted: list[BufferEntry] = []  # trained into the weights, not yet acknowledged
         self._held: list[BufferEntry] = []  # read, waiting for the rest of a step's groups
+        self._publisher_thread = ThreadPoolExecutor(1, thread_name_prefix="weight-publisher")
+        self._publication: Future | None = None  # the background weight publication in flight
         self.ckpt_root = self.run_dir / "checkpoints"
         self.audit = self.run_dir / "trained_ids.jsonl"
         if resume and latest_checkpoint(self.ckpt_root) is not None:
@@ -137,11 +140,30 @@ class TrainerCore:
         if self.cfg.trainer.reset_optimizer_on_push:
             self.policy.reset_optimizer_state()
 
-    def publish_weights(self, publisher) -> dict[str, Any]:
-        """Hand this version to the relay once and return; the relay fans it out to the engines."""
-        receipt = publisher.publish(self._version, self.export_weights())
+    def publish_weights(self, publisher, background: bool = False) -> dict[str, Any]:
+        """Hand this version to the relay once and return; the relay fans it out to the engines.
+        background: take a copy of the weights and return; serialising and handing the copy to the relay (~2 s
+        for a 0.5 GB model on 2 cores) runs on a thread while the next step trains. One publication is in flight
+        at a time: the previous one is finished first, its receipt returned under "previous" and its error raised.
+        blocked_s is the trainer's wait either way."""
+        started = time.perf_counter()
+        previous = self.finish_publication()
+        if background:
+            weights, version = self.export_weights(), self._version
+            self._publication = self._publisher_thread.submit(publisher.publish, version, weights)
+            receipt: dict[str, Any] = {"version": version, "background": True}
+        else:
+            receipt = publisher.publish(self._version, self.export_weights())
+        receipt["blocked_s"] = time.perf_counter() - started
+        if previous is not None:
+            receipt["previous"] = previous
         self.notify_weights_pushed()
         return receipt
+
+    def finish_publication(self) -> dict[str, Any] | None:
+        """Wait for the background publication in flight (if any); its receipt, or its error raised here."""
+        pending, self._publication = self._publication, None
+        return pending.result() if pending is not None else None
 
 
 TrainerActor = ray.remote(TrainerCore)

@@ -47,6 +47,8 @@ def transformer_config(hf_cfg, dtype: torch.dtype):
         # packed micro-batches differ in length: pipeline stages exchange shapes before activations
         variable_seq_lengths=parallel_state.get_pipeline_model_parallel_world_size() > 1,
         moe_token_dispatcher_type="alltoall",  # no MoE; the default (allgather) rejects variable_seq_lengths
+        # RoPE at each token's own position (see rope_positions): Megatron's plain "rope" rotates by row index
+        mrope_section=[shape.head_dim // 2, 0, 0],
     )
 
 
@@ -72,20 +74,34 @@ def build_gpt_model(hf_cfg, dtype: torch.dtype = torch.float32):
                      pre_process=parallel_state.is_pipeline_first_stage(),
                      post_process=parallel_state.is_pipeline_last_stage(),
                      share_embeddings_and_output_weights=shape.tied,
-                     position_embedding_type="rope", rotary_base=rope_theta(hf_cfg))
+                     position_embedding_type="mrope", rotary_base=rope_theta(hf_cfg))
     if dtype != torch.float32:  # the torch RMSNorm fallback ignores params_dtype; keep every weight in one dtype
         model = model.to(dtype)
     return model.to(torch.cuda.current_device()) if torch.cuda.is_available() else model
 
 
-def packed_causal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """[1, 1, T, T] boolean mask, True = masked: causal within each sequence, nothing across sequences."""
+def rope_positions(position_ids: torch.Tensor) -> torch.Tensor:
+    """[1, T] positions -> the [3, 1, T] Megatron's multimodal RoPE takes. With mrope_section [head_dim / 2, 0, 0]
+    only the first row is used, which is plain RoPE at the given positions: what a packed row needs when a branch
+    continues a shared prompt (row index != position), and harmless otherwise."""
+    return position_ids.expand(3, *position_ids.shape)
+
+
+def packed_causal_mask(cu_seqlens: torch.Tensor, total: int, prefix_of: torch.Tensor | None = None) -> torch.Tensor:
+    """[1, 1, T, T] boolean mask, True = masked: causal within each segment, nothing across segments, except that
+    a segment sees all of the segment it continues (prefix_of[s], -1 for none; it must come earlier in the row)."""
     lengths = cu_seqlens.diff()
     if cu_seqlens[0] != 0 or (lengths <= 0).any():
         raise ValueError(f"cu_seqlens must start at 0 and strictly increase, got {cu_seqlens.tolist()}")
     seq_id = torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
     if len(seq_id) != total:
         raise ValueError(f"cu_seqlens covers {len(seq_id)} tokens, the batch has {total}")
-    same = seq_id[:, None] == seq_id[None, :]
+    allowed = seq_id[:, None] == seq_id[None, :]
+    if prefix_of is not None:
+        prefix_of = prefix_of.to(cu_seqlens.device)
+        if len(prefix_of) != len(lengths) or (prefix_of >= torch.arange(len(lengths), device=prefix_of.device)).any():
+            raise ValueError(f"prefix_of must name an earlier segment (or -1) for each of the {len(lengths)} "
+                             f"segments, got {prefix_of.tolist()}")
+        allowed |= prefix_of[seq_id][:, None] == seq_id[None, :]
     causal = torch.ones(total, total, dtype=torch.bool, device=cu_seqlens.device).tril()
-    return ~(same & causal)[None, None]
+    return ~(allowed & causal)[None, None]

@@ -1,5 +1,12 @@
 """Pack trajectories into micro-batches under a token budget, with no padding: each micro-batch is one row of
-concatenated sequences (cu_seqlens marks the boundaries; the model attends within each sequence only).
+concatenated segments (cu_seqlens marks the boundaries; the model attends within each segment only, plus the
+prefix segment it continues, if any).
+
+Shared prompts (`share_prefix`): the members of a GRPO group all start with the same prompt, so they can be
+packed as a tree: the prompt (all but its last token) once, then one branch per member, [last prompt token] +
+response, that attends to the prompt and to itself. Positions continue the prompt's, so every logprob is the one
+the flat layout gives, for a fraction of the tokens when prompts are long against responses. The last prompt
+token is repeated per branch because its logits predict each member's own first response token.
 
 Bins: first-fit decreasing finds how many micro-batches the budget needs; the sequences are then spread over that
 many bins longest-first onto the least-loaded one that fits, so the micro-batches come out near-equal in length
@@ -19,13 +26,26 @@ from slime_rl.trajectory import Trajectory
 @dataclass
 class PackedBatch:
     tokens: torch.Tensor  # [1, T]
-    position_ids: torch.Tensor  # [1, T], restarting at 0 for every sequence
-    cu_seqlens: torch.Tensor  # [n + 1]
+    position_ids: torch.Tensor  # [1, T]: each token's position in its own trajectory
+    cu_seqlens: torch.Tensor  # [n + 1] segment boundaries
     items: list[int]  # indices of the packed trajectories in the caller's list, in row order
+    response_starts: list[int]  # per item: the row index whose logits predict its first response token
+    prefix_of: torch.Tensor | None = None  # [n] the segment each segment continues (-1: none); None: no sharing
 
     @property
     def num_tokens(self) -> int:
         return int(self.tokens.shape[1])
+
+    def model_inputs(self) -> tuple[torch.Tensor, ...]:
+        return self.tokens, self.position_ids, self.cu_seqlens, self.prefix_of
+
+
+@dataclass
+class _Unit:
+    """Trajectories that go into a row together: one alone, or several sharing `prefix` (prompt minus last token)."""
+    items: list[int]
+    prefix: list[int]
+    num_tokens: int
 
 
 def first_fit_decreasing(lengths: list[int], budget: int) -> list[list[int]]:
@@ -58,24 +78,74 @@ def balanced_bins(lengths: list[int], budget: int) -> list[list[int]]:
     return [b for b in bins if b]
 
 
-def pack(trajs: list[Trajectory], budget: int) -> list[PackedBatch]:
+def pack(trajs: list[Trajectory], budget: int, share_prefix: bool = False) -> list[PackedBatch]:
     if budget < 1:
         raise ValueError(f"trainer.micro_batch_tokens must be positive, got {budget}")
-    lengths = [t.num_tokens for t in trajs]
-    big = [i for i, n in enumerate(lengths) if n > budget]
-    fit = [i for i, n in enumerate(lengths) if n <= budget]
-    bins = [[fit[j] for j in b] for b in balanced_bins([lengths[i] for i in fit], budget)]
-    return [_build(trajs, items) for items in bins + [[i] for i in big]]
+    units = _shared_units(trajs, budget) if share_prefix else [
+        _Unit([i], [], t.num_tokens) for i, t in enumerate(trajs)]
+    big = [u for u in units if u.num_tokens > budget]
+    fit = [u for u in units if u.num_tokens <= budget]
+    bins = [[fit[j] for j in b] for b in balanced_bins([u.num_tokens for u in fit], budget)]
+    return [_build(trajs, b) for b in bins + [[u] for u in big]]
 
 
-def _build(trajs: list[Trajectory], items: list[int]) -> PackedBatch:
-    seqs = [trajs[i].prompt_ids + trajs[i].response_ids for i in items]
-    lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    tokens = torch.tensor([tok for s in seqs for tok in s], dtype=torch.long)[None]
-    cu = torch.zeros(len(seqs) + 1, dtype=torch.long)
-    cu[1:] = lens.cumsum(0)
-    position_ids = (torch.arange(int(cu[-1])) - torch.repeat_interleave(cu[:-1], lens))[None]
-    return PackedBatch(tokens, position_ids, cu, items)
+def _shared_units(trajs: list[Trajectory], budget: int) -> list[_Unit]:
+    """Trajectories with the same prompt share it, in as few units as the budget allows; the rest go alone."""
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(trajs):
+        by_prompt.setdefault(tuple(t.prompt_ids), []).append(i)
+    units: list[_Unit] = []
+    for prompt, members in by_prompt.items():
+        prefix = list(prompt[:-1])
+        chunks: list[list[int]] = [[]]
+        size = len(prefix)
+        for i in sorted(members, key=lambda i: -trajs[i].num_tokens):
+            branch = 1 + len(trajs[i].response_ids)
+            if chunks[-1] and size + branch > budget:
+                chunks.append([])
+                size = len(prefix)
+            chunks[-1].append(i)
+            size += branch
+        for chunk in chunks:
+            if len(chunk) > 1 and prefix:
+                units.append(_Unit(chunk, prefix, len(prefix) + sum(1 + len(trajs[i].response_ids) for i in chunk)))
+            else:  # nothing to share: the flat layout
+                units.extend(_Unit([i], [], trajs[i].num_tokens) for i in chunk)
+    return units
+
+
+def _build(trajs: list[Trajectory], units: list[_Unit]) -> PackedBatch:
+    tokens: list[int] = []
+    positions: list[int] = []
+    seg_lens: list[int] = []
+    prefix_of: list[int] = []
+    items: list[int] = []
+    starts: list[int] = []
+
+    def segment(seq: list[int], first_pos: int, parent: int) -> int:
+        tokens.extend(seq)
+        positions.extend(range(first_pos, first_pos + len(seq)))
+        seg_lens.append(len(seq))
+        prefix_of.append(parent)
+        return len(tokens) - len(seq)
+
+    for u in units:
+        if u.prefix:
+            segment(u.prefix, 0, -1)
+        parent = len(seg_lens) - 1 if u.prefix else -1
+        for i in u.items:
+            t = trajs[i]
+            p = len(t.prompt_ids)
+            if u.prefix:  # branch: [last prompt token] + response, continuing the prefix's positions
+                starts.append(segment(t.prompt_ids[-1:] + t.response_ids, p - 1, parent))
+            else:
+                starts.append(segment(t.prompt_ids + t.response_ids, 0, -1) + p - 1)
+            items.append(i)
+    cu = torch.zeros(len(seg_lens) + 1, dtype=torch.long)
+    cu[1:] = torch.tensor(seg_lens, dtype=torch.long).cumsum(0)
+    shared = torch.tensor(prefix_of, dtype=torch.long) if any(x >= 0 for x in prefix_of) else None
+    return PackedBatch(torch.tensor(tokens, dtype=torch.long)[None], torch.tensor(positions, dtype=torch.long)[None],
+                       cu, items, starts, shared)
 
 
 def padding_waste(batches: list[PackedBatch]) -> float:

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from slime_rl.config import TrainerConfig
 
 from .convert import LlamaShape, hf_to_megatron, megatron_to_hf, merge_stages, select_stage, shard_for_rank, unshard
-from .megatron_model import build_gpt_model, packed_causal_mask
+from .megatron_model import build_gpt_model, packed_causal_mask, rope_positions
 
 __all__ = ["MegatronPolicy", "packed_causal_mask"]
 
@@ -60,41 +60,46 @@ class MegatronPolicy:
         return cls(module, ddp, _build_optimizer(ddp, trainer_cfg, dtype), hf_cfg, trainer_cfg)
 
     # --- compute -------------------------------------------------------------------------------------
-    def forward_logprobs(self, tokens: torch.Tensor, position_ids: torch.Tensor,
-                         cu_seqlens: torch.Tensor) -> torch.Tensor:
-        """Packed micro-batch [1, T] of n sequences (cu_seqlens [n+1], position_ids restarting at 0 per sequence)
-        -> [1, T] with out[0, t] = log p(tokens[t+1] | tokens[..t]) inside t's sequence, 0 at each sequence's
-        last token. Differentiable; vocab-parallel under tensor parallelism. Pipeline parallel: forward_backward."""
+    def forward_logprobs(self, tokens: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
+                         prefix_of: torch.Tensor | None = None) -> torch.Tensor:
+        """Packed micro-batch [1, T] of n segments (cu_seqlens [n+1], position_ids each token's position in its
+        sequence; prefix_of: the earlier segment each one continues, see packing) -> [1, T] with
+        out[0, t] = log p(tokens[t+1] | what t attends to), 0 at each segment's last token. Differentiable;
+        vocab-parallel under tensor parallelism. Pipeline parallel: use forward_backward."""
         if _ps().get_pipeline_model_parallel_world_size() > 1:
             raise RuntimeError("forward_logprobs: with pipeline parallel > 1 the logits exist only on the last "
                                "stage; use MegatronPolicy.forward_backward")
+        out, tokens, cu_seqlens = self._forward(self.model, tokens, position_ids, cu_seqlens, prefix_of)
+        return _logprobs(out, tokens, cu_seqlens)
+
+    def _forward(self, model, tokens, position_ids, cu_seqlens, prefix_of=None):
+        """(model output, tokens, cu_seqlens) on the model's device; the output is logits on the last stage."""
         _check_packed(tokens, position_ids)
         tokens, position_ids, cu_seqlens = self._on_device(tokens, position_ids, cu_seqlens)
-        logits = self.model(tokens, position_ids, attention_mask=packed_causal_mask(cu_seqlens, tokens.shape[1]))
-        return _logprobs(logits, tokens, cu_seqlens)
+        mask = packed_causal_mask(cu_seqlens, tokens.shape[1], prefix_of)
+        return model(tokens, rope_positions(position_ids), attention_mask=mask), tokens, cu_seqlens
 
     def _on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         device = self.module.embedding.word_embeddings.weight.device if self.module.pre_process else (
             self.module.decoder.final_layernorm.weight.device)
         return tuple(t.to(device) for t in tensors)
 
-    def forward_backward(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    def forward_backward(self, batches: Sequence[tuple[torch.Tensor | None, ...]],
                          loss_fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]],
                          forward_only: bool = False) -> list[dict]:
         """Run megatron's schedule (pipelined when pipeline parallel > 1) over packed micro-batches
-        (tokens, position_ids, cu_seqlens). `loss_fn(logprobs [1, T], k)` for micro-batch k returns (loss, metrics)
-        and runs on the last pipeline stage only; the gradient is that of the sum of the losses. Returns the
+        (tokens, position_ids, cu_seqlens[, prefix_of]). `loss_fn(logprobs [1, T], k)` for micro-batch k returns
+        (loss, metrics) and runs on the last pipeline stage only; the gradient is that of the sum of the losses. Returns the
         metrics per micro-batch on the last stage, [] on the others. Call optimizer_step() afterwards."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         n = len(batches)
-        for tokens, position_ids, _ in batches:
+        for tokens, position_ids, *_ in batches:
             _check_packed(tokens, position_ids)
 
         def step(data_iterator, model):
             k, batch = next(data_iterator)
-            tokens, position_ids, cu_seqlens = self._on_device(*batch)
-            out = model(tokens, position_ids, attention_mask=packed_causal_mask(cu_seqlens, tokens.shape[1]))
+            out, tokens, cu_seqlens = self._forward(model, *batch)
 
             def loss_func(logits):
                 loss, metrics = loss_fn(_logprobs(logits, tokens, cu_seqlens), k)

@@ -50,8 +50,8 @@ def token_view(batch: PackedBatch, trajs: list[Trajectory], advs: list[float]) -
     for slot, i in enumerate(batch.items):
         t = trajs[i]
         idx = torch.tensor(t.loss_mask, dtype=torch.bool).nonzero()[:, 0]
-        # the logprob of response token j is predicted at the position just before it
-        pos.append(int(batch.cu_seqlens[slot]) + len(t.prompt_ids) - 1 + idx)
+        # the logprob of response token j is predicted at the row index just before it
+        pos.append(batch.response_starts[slot] + idx)
         lp.append(torch.tensor(t.rollout_logprobs, dtype=torch.float32)[idx])
         adv.append(torch.full((len(idx),), advs[i], dtype=torch.float32))
     return TokenView(torch.cat(pos), torch.cat(lp), torch.cat(adv))
@@ -63,12 +63,12 @@ def plan_step(groups: list[TrajectoryGroup], version: int, cfg: RunConfig) -> St
     rewards = [[t.reward for t in g.trajectories] for g in report.kept_groups]
     trajs = [t for g in report.kept_groups for t in g.trajectories]
     advs = [a for group_adv in compute_advantages(rewards, cfg.loss) for a in group_adv]
-    batches = pack(trajs, cfg.trainer.micro_batch_tokens)
+    batches = pack(trajs, cfg.trainer.micro_batch_tokens, share_prefix=cfg.trainer.share_prompt_prefix)
     return StepPlan(report, trajs, advs, batches, [token_view(b, trajs, advs) for b in batches])
 
 
-def _packed(plan: StepPlan) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    return [(b.tokens, b.position_ids, b.cu_seqlens) for b in plan.batches]
+def _packed(plan: StepPlan) -> list[tuple[torch.Tensor | None, ...]]:
+    return [b.model_inputs() for b in plan.batches]
 
 
 def reference_logprobs(reference, plan: StepPlan) -> list[torch.Tensor]:

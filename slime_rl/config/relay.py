@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Section
@@ -11,3 +13,6 @@ class RelayConfig(Section):
     fanout: int = Field(2, ge=1, description="children per relay in the fan-out tree")
     chunk_bytes: int = Field(8 * 1024 * 1024, ge=4096)
     keep_versions: int = Field(2, ge=1)
+    transport: Literal["auto", "http"] = Field(
+        "auto", description="auto: engines on the syncer's machine load each version from a file in /dev/shm "
+        "(/update_weights_from_disk), others get it over HTTP; http: always one body to /update_weights_from_tensor")

@@ -44,25 +44,29 @@ def reference_greedy(model_path, weights: dict[str, torch.Tensor], n: int = 12) 
     return out[0, len(PROMPT):].tolist()
 
 
-def test_push_reaches_every_engine_with_exactly_the_trainers_weights(ray_local, redis_url, engines, tiny_model_path):
-    group = RelayGroup.start(RelayConfig(num_relays=2, fanout=1), redis_url, [e.url for e in engines])
+@pytest.mark.parametrize("transport", ["auto", "http"])  # auto: these local engines load from a /dev/shm file
+def test_push_reaches_every_engine_with_exactly_the_trainers_weights(ray_local, redis_url, engines, tiny_model_path,
+                                                                     transport):
+    group = RelayGroup.start(RelayConfig(num_relays=2, fanout=1, transport=transport), redis_url,
+                             [e.url for e in engines])
+    base = max(group.engine_versions().values())  # the engines are shared by the module: start past their version
     try:
-        weights = perturbed(tiny_model_path, 1.05)
-        receipt = group.publisher().publish(3, weights)
+        weights = perturbed(tiny_model_path, 1.05 if transport == "auto" else 1.03)
+        receipt = group.publisher().publish(base + 3, weights)
         assert receipt["accepted"] and receipt["blocked_s"] > 0
-        prop = group.wait_for_version(3, timeout=120)
+        prop = group.wait_for_version(base + 3, timeout=120)
         assert set(prop) == {e.url for e in engines}
-        assert group.engine_versions() == {e.url: 3 for e in engines}
+        assert group.engine_versions() == {e.url: base + 3 for e in engines}
         # what each engine now computes is what a transformers model with the trainer's tensors computes
         expected = reference_greedy(tiny_model_path, weights)
         for e in engines:
             out = greedy(e.url)
             assert out["output_ids"] == expected
-            assert set(out["meta_info"]["output_token_weight_versions"]) == {3}
+            assert set(out["meta_info"]["output_token_weight_versions"]) == {base + 3}
         # versions only move forward: a late, older publication is ignored everywhere
-        assert group.publisher().publish(2, perturbed(tiny_model_path, 0.5))["accepted"] is False
+        assert group.publisher().publish(base + 2, perturbed(tiny_model_path, 0.5))["accepted"] is False
         time.sleep(1.0)
-        assert group.engine_versions() == {e.url: 3 for e in engines}
+        assert group.engine_versions() == {e.url: base + 3 for e in engines}
     finally:
         group.stop()
 

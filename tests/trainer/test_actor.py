@@ -125,3 +125,43 @@ def test_trainer_actor_on_ray(ray_local, redis_url, tmp_path, tiny_model_path):
         assert producer.stats().pending == 0
     finally:
         ray_local.kill(actor)
+
+
+class SlowPublisher:
+    """Records what it was handed, after a delay (the relay's serialisation and hand-off take seconds)."""
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.got = fail, []
+
+    def publish(self, version, named_tensors):
+        time.sleep(0.5)
+        if self.fail:
+            raise ConnectionError("root relay is gone")
+        self.got.append((version, {k: v.clone() for k, v in named_tensors.items()}))
+        return {"version": version, "accepted": True}
+
+
+def test_background_publication_hands_over_a_snapshot_and_surfaces_its_result(parallel, redis_url, tmp_path,
+                                                                               tiny_model_path):
+    cfg = config(tiny_model_path)
+    core = TrainerCore(cfg, redis_url, str(tmp_path), consumer="trainer-bg")
+    producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer")
+    producer.put_many([on_policy_group(core.policy, f"bg{i}") for i in range(2)])
+    core.train_step(timeout_s=30)
+    publisher = SlowPublisher()
+    snapshot = {k: v.clone() for k, v in core.export_weights().items()}
+    receipt = core.publish_weights(publisher, background=True)
+    assert receipt["version"] == 1 and receipt["background"] and receipt["blocked_s"] < 0.5
+    # the trainer steps on while the publication runs; what was published is the weights at push time
+    producer.put_many([on_policy_group(core.policy, f"bh{i}", version=1) for i in range(2)])
+    assert core.train_step(timeout_s=30)["version"] == 2
+    second = core.publish_weights(publisher, background=True)
+    assert second["previous"] == {"version": 1, "accepted": True}
+    assert core.finish_publication() == {"version": 2, "accepted": True} and core.finish_publication() is None
+    version, published = publisher.got[0]
+    assert version == 1 and all(torch.equal(published[k], v) for k, v in snapshot.items())
+    assert any(not torch.equal(publisher.got[1][1][k], v) for k, v in snapshot.items())  # step 2 moved them
+    # a failed publication is not lost: it is raised to the loop at the next push or at the end of the run
+    core.publish_weights(SlowPublisher(fail=True), background=True)
+    with pytest.raises(ConnectionError, match="root relay"):
+        core.finish_publication()

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from slime_rl.config import TrainerConfig
 from slime_rl.net import free_port
 from slime_rl.trainer.checkpoint import latest_checkpoint
+from slime_rl.trainer.megatron_model import rope_positions
 from slime_rl.trainer.parallel import init_parallel
 from slime_rl.trainer.policy import MegatronPolicy
 
@@ -71,7 +72,7 @@ def test_checkpoint_layout_is_atomic_and_exports_hf(parallel, tiny_model_path, t
     assert json.loads((second / "meta.json").read_text()) == {"step": 4, "version": 4, "extra": {"k": 1}}
     hf = AutoModelForCausalLM.from_pretrained(second / "hf", dtype=torch.float32)
     with torch.no_grad():
-        assert torch.allclose(hf(IDS[:, :6]).logits, policy.model(IDS[:, :6], POS[:, :6], attention_mask=None),
+        assert torch.allclose(hf(IDS[:, :6]).logits, policy.model(IDS[:, :6], rope_positions(POS[:, :6]), attention_mask=None),
                               atol=1e-5)
 
 

@@ -10,6 +10,7 @@ from slime_rl.config import TrainerConfig
 from slime_rl.trainer.checkpoint import export_hf
 from slime_rl.trainer.convert import (LlamaShape, hf_to_megatron, megatron_to_hf, merge_stages, select_stage,
                                       shard_for_rank, unshard)
+from slime_rl.trainer.megatron_model import rope_positions
 from slime_rl.trainer.parallel import init_parallel
 from slime_rl.trainer.policy import MegatronPolicy, load_hf_weights
 
@@ -31,7 +32,7 @@ def test_real_model_logits_match_transformers_and_round_trip_is_exact(parallel, 
         ids = torch.tensor([prompt])
         with torch.no_grad():
             ref = hf(ids).logits
-            out = policy.model(ids, torch.arange(ids.shape[1])[None], attention_mask=None)
+            out = policy.model(ids, rope_positions(torch.arange(ids.shape[1])[None]), attention_mask=None)
         assert (ref - out).abs().max().item() <= 1e-3
         assert torch.equal(ref.argmax(-1), out.argmax(-1))
     exported = policy.export_hf_state_dict()
@@ -103,7 +104,7 @@ def test_exported_hf_safetensors_load_in_transformers_with_same_logits(parallel,
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
     original = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
     with torch.no_grad():
-        ours = policy.model(ids, torch.arange(5)[None], attention_mask=None)
+        ours = policy.model(ids, rope_positions(torch.arange(5)[None]), attention_mask=None)
         theirs = reloaded(ids).logits
         before = original(ids).logits
     assert torch.allclose(ours, theirs, atol=1e-5)

@@ -93,6 +93,16 @@ def test_packed_mask_blocks_cross_sequence_attention():
         packed_causal_mask(torch.tensor([0, 3, 3, 5]), 5)
 
 
+def test_a_branch_sees_its_shared_prefix_and_itself_only():
+    # segments: prefix [0, 2), branch A [2, 4), branch B [4, 6), both continuing the prefix
+    allowed = ~packed_causal_mask(torch.tensor([0, 2, 4, 6]), 6, torch.tensor([-1, 0, 0]))[0, 0]
+    assert allowed[3, 0] and allowed[3, 1] and allowed[3, 2] and allowed[5, 0] and allowed[5, 4]
+    assert not allowed[4, 2] and not allowed[4, 3] and not allowed[5, 3]  # branches never see each other
+    assert not allowed[1, 2] and not allowed[2, 3]  # still causal
+    with pytest.raises(ValueError, match="earlier segment"):
+        packed_causal_mask(torch.tensor([0, 2, 4, 6]), 6, torch.tensor([-1, 2, 0]))
+
+
 def test_forward_backward_schedule_matches_forward_logprobs(parallel, tiny_model_path):
     """The schedule path (what pipeline parallel uses) gives the same logprobs and gradients as a plain backward."""
     policy = MegatronPolicy.from_hf(tiny_model_path, TrainerConfig(lr=1e-3))

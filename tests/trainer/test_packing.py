@@ -39,3 +39,34 @@ def test_a_sequence_over_budget_gets_its_own_micro_batch():
     assert [b.items for b in batches] == [[2, 1], [0]]
     with pytest.raises(ValueError, match="micro_batch_tokens"):
         pack(trajs, budget=0)
+
+
+def test_a_groups_shared_prompt_is_packed_once_with_one_branch_per_member():
+    prompt = [7, 8, 9, 10]
+    group = [traj("g", tokens=r) for r in ([20, 21, 22], [30], [40, 41])]
+    for t in group:
+        t.prompt_ids = list(prompt)
+    other = traj("o", tokens=[50, 51])  # prompt [1, 1]: a group of its own, alone, so laid out flat
+    trajs = group + [other]
+    (b,) = pack(trajs, budget=64, share_prefix=True)
+    assert sorted(b.items) == [0, 1, 2, 3]
+    assert b.num_tokens == 3 + (1 + 3) + (1 + 1) + (1 + 2) + 4
+    for slot, i in enumerate(b.items):
+        t, start = trajs[i], b.response_starts[slot]
+        # the token at response_start is the last prompt token, at the position it has in the trajectory
+        assert b.tokens[0, start].item() == t.prompt_ids[-1]
+        assert b.position_ids[0, start].item() == len(t.prompt_ids) - 1
+        n = len(t.response_ids)
+        assert b.tokens[0, start + 1:start + 1 + n].tolist() == t.response_ids
+        assert b.position_ids[0, start + 1:start + 1 + n].tolist() == list(range(len(t.prompt_ids), len(t.prompt_ids) + n))
+    # three branches continue the prefix segment; the flat sequence and the prefix continue nothing
+    assert b.prefix_of.tolist() == [-1, 0, 0, 0, -1]
+
+
+def test_a_shared_group_over_budget_splits_and_repeats_its_prefix():
+    trajs = [traj("g", n=5, prompt=6) for _ in range(4)]  # prefix 5 + four branches of 6 = 29 tokens
+    batches = pack(trajs, budget=18, share_prefix=True)
+    assert sorted(i for b in batches for i in b.items) == [0, 1, 2, 3]
+    assert all(b.num_tokens <= 18 for b in batches)
+    assert sum(b.num_tokens for b in batches) == 2 * 5 + 4 * 6  # two units, each with the prefix
+    assert pack(trajs, budget=18, share_prefix=False)[0].prefix_of is None

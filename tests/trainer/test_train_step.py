@@ -34,7 +34,8 @@ def test_step_moves_logprobs_toward_the_advantage(parallel, tiny_model_path):
     m = train_step(policy, groups, version=0, cfg=cfg)
     assert m["stepped"] and m["kept"] == 8 and m["padded"] == 0 and m["grad_norm"] > 0
     assert m["masked_frac"] == 0.0 and m["logp_diff_mean"] < 1e-5  # staleness 0: the trainer agrees with rollout
-    assert m["loss_tokens"] == 2 * (5 + 3 + 5 + 4) and m["tokens"] == m["loss_tokens"] + 8 * len(PROMPT)
+    # both groups ask the same prompt: it is packed once (all but its last token), its last token once per sample
+    assert m["loss_tokens"] == 2 * (5 + 3 + 5 + 4) and m["tokens"] == m["loss_tokens"] + (len(PROMPT) - 1) + 8
     after_good, after_bad = sum(seq_logprobs(policy, PROMPT, GOOD)), sum(seq_logprobs(policy, PROMPT, BAD))
     assert after_good > before_good  # the rewarded response became more likely
     assert after_good - after_bad > before_good - before_bad  # ... relative to the unrewarded one
@@ -43,17 +44,49 @@ def test_step_moves_logprobs_toward_the_advantage(parallel, tiny_model_path):
     assert m2["loss"] < m["loss"]
 
 
-def test_micro_batching_does_not_change_the_gradient(parallel, tiny_model_path):
-    norms, counts = [], []
-    for budget in (64, 16):  # two micro-batches vs eight: the loss is a mean over all loss tokens of the step
+def test_micro_batching_and_prompt_sharing_do_not_change_the_gradient(parallel, tiny_model_path):
+    norms, losses, counts, tokens = [], [], {}, {}
+    # two micro-batches vs several, each flat and with the group's prompt shared: the loss is a mean over all loss
+    # tokens of the step, and a branch continuing a shared prompt sees exactly what the flat sequence sees
+    for budget, share in ((64, False), (16, False), (64, True), (16, True)):
         cfg = config(tiny_model_path)
-        cfg.trainer.micro_batch_tokens = budget
+        cfg.trainer.micro_batch_tokens, cfg.trainer.share_prompt_prefix = budget, share
         policy = MegatronPolicy.from_hf(tiny_model_path, cfg.trainer)
         groups = [on_policy_group(policy, "a"), on_policy_group(policy, "b")]
-        counts.append(len(plan_step(groups, 0, cfg).batches))
-        norms.append(train_step(policy, groups, 0, cfg)["grad_norm"])
-    assert counts[0] == 2 and counts[1] >= 4
-    assert norms[0] == pytest.approx(norms[1], rel=1e-5)
+        plan = plan_step(groups, 0, cfg)
+        counts[budget, share], tokens[budget, share] = len(plan.batches), sum(b.num_tokens for b in plan.batches)
+        m = train_step(policy, groups, 0, cfg)
+        norms.append(m["grad_norm"])
+        losses.append(m["loss"])
+    assert counts[64, False] == 2 and counts[16, False] >= 4 and counts[64, True] == 1 and counts[16, True] >= 2
+    assert tokens[64, True] < tokens[64, False]
+    assert max(norms) == pytest.approx(min(norms), rel=1e-5), norms
+    assert max(losses) == pytest.approx(min(losses), rel=1e-5, abs=1e-7), losses
+
+
+def test_shared_prompt_logprobs_equal_the_flat_ones(parallel, tiny_model_path):
+    cfg = config(tiny_model_path)
+    policy = MegatronPolicy.from_hf(tiny_model_path, cfg.trainer)
+    groups = [on_policy_group(policy, "a"), on_policy_group(policy, "b")]
+    per_traj = {}
+    for share in (False, True):
+        cfg.trainer.share_prompt_prefix = share
+        plan = plan_step(groups, 0, cfg)
+        assert any(b.prefix_of is not None for b in plan.batches) == share
+        got = {}
+        with torch.no_grad():
+            for b, view in zip(plan.batches, plan.views):
+                lp = policy.forward_logprobs(*b.model_inputs())[0, view.positions]
+                lens = [len(plan.trajs[i].response_ids) for i in b.items]
+                for i, part in zip(b.items, lp.split(lens)):
+                    got[i] = part
+        per_traj[share] = got
+    assert per_traj[True].keys() == per_traj[False].keys() == set(range(8))
+    for i, flat in per_traj[False].items():
+        assert torch.allclose(per_traj[True][i], flat, atol=1e-5)
+        # ... and both are the rollout's (on-policy) logprobs, computed on each sequence alone
+        rollout = torch.tensor(groups[i // 4].trajectories[i % 4].rollout_logprobs)
+        assert torch.allclose(flat, rollout, atol=1e-5)
 
 
 def test_every_variant_gives_the_on_policy_gradient_at_staleness_zero(parallel, tiny_model_path):
@@ -74,8 +107,8 @@ def test_old_logprobs_from_the_step_forward_equal_a_separate_no_grad_pass(parall
     plan = plan_step([on_policy_group(policy, "a")], 0, config(tiny_model_path))
     b = plan.batches[0]
     with torch.no_grad():
-        separate = policy.forward_logprobs(b.tokens, b.position_ids, b.cu_seqlens)
-    with_grad = policy.forward_logprobs(b.tokens, b.position_ids, b.cu_seqlens)
+        separate = policy.forward_logprobs(*b.model_inputs())
+    with_grad = policy.forward_logprobs(*b.model_inputs())
     assert torch.equal(with_grad.detach(), separate)
 
 
