@@ -87,7 +87,9 @@ def dashboard(redis: str = typer.Option(..., "--redis", help="Redis URL of the r
 
 @app.command()
 def bench(name: str = typer.Argument(..., help="benchmark name, `all` (then the report), or `report`"),
-          quick: bool = typer.Option(False, help="smaller workload (for smoke tests)")):
+          quick: bool = typer.Option(False, help="smaller workload (for smoke tests)"),
+          seeds: Optional[int] = typer.Option(None, min=1, help="ablation only: run this many seeds instead of "
+                                              "its plan's")):
     """Run a benchmark and write bench/results/NAME.json; `report` regenerates BENCHMARKS.md from the results."""
     from .bench import BENCHMARKS, run_benchmark
     from .bench.report import write_report
@@ -100,7 +102,7 @@ def bench(name: str = typer.Argument(..., help="benchmark name, `all` (then the 
         if n not in BENCHMARKS:
             typer.secho(f"unknown benchmark {n!r}; known: {', '.join(BENCHMARKS)}", fg="red", err=True)
             raise typer.Exit(2)
-        path = run_benchmark(n, quick=quick)
+        path = run_benchmark(n, quick=quick, **({"seeds": seeds} if seeds and n == "ablation" else {}))
         typer.echo(f"{n}: wrote {path}")
     if name == "all":
         typer.echo(f"wrote {write_report()}")

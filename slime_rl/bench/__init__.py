@@ -38,9 +38,9 @@ def machine_info() -> dict[str, Any]:
             "machine": platform.machine(), "platform": platform.platform()}
 
 
-def run_benchmark(name: str, quick: bool = False, results_dir: Path = RESULTS_DIR) -> Path:
+def run_benchmark(name: str, quick: bool = False, results_dir: Path = RESULTS_DIR, **options: Any) -> Path:
     started = time.time()
-    result = resolve(BENCHMARKS[name])(quick=quick)
+    result = resolve(BENCHMARKS[name])(quick=quick, **options)
     result = {"benchmark": name, "quick": quick, "started_at": started,
               "wall_s": round(time.time() - started, 3), "machine": machine_info(), **result}
     results_dir.mkdir(parents=True, exist_ok=True)

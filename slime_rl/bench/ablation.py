@@ -23,7 +23,7 @@ import shutil
 import statistics
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -187,10 +187,13 @@ def _attempt(plan: Plan, tau: int, loss: str, seed: int, runs_dir: Path) -> dict
     return cell
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, seeds: int | None = None) -> dict[str, Any]:
+    """`seeds`: run seeds 0..seeds-1 instead of the plan's (the full grid's cost grows with it)."""
     from slime_rl.config import load_config
 
     plan = QUICK if quick else FULL
+    if seeds is not None:
+        plan = replace(plan, seeds=tuple(range(seeds)))
     rollout = load_config(CONFIG).rollout  # the fixed budget: steps x groups_per_step x group_size trajectories
     runs_dir = RUNS_DIR / ("quick" if quick else "full")
     cells: list[dict[str, Any]] = []
