@@ -29,19 +29,21 @@ def is_local(engine_url: str) -> bool:
         return False
 
 
-def deliver(engine_url: str, blob: bytes, version: int, transport: str = "auto", timeout: float = 300.0) -> bool:
-    """Hand `blob` (a verified safetensors blob) to the engine as `version`; True when the engine took it."""
+def deliver(engine_url: str, blob, version: int, transport: str = "auto", timeout: float = 300.0) -> bool:
+    """Hand `blob` (a verified safetensors blob: bytes or a uint8 array) to the engine as `version`; True when the
+    engine took it."""
     try:
         if transport == "auto" and is_local(engine_url):
             return _via_file(engine_url, blob, version, timeout)
-        r = httpx.post(f"{engine_url}/update_weights_from_tensor", content=blob, timeout=timeout,
+        body = blob if isinstance(blob, bytes) else bytes(memoryview(blob))  # httpx sends bytes, not arrays
+        r = httpx.post(f"{engine_url}/update_weights_from_tensor", content=body, timeout=timeout,
                        params={"weight_version": version}, headers={"content-type": "application/octet-stream"})
         return r.status_code == 200 and bool(r.json().get("success"))
     except httpx.HTTPError:
         return False
 
 
-def _via_file(engine_url: str, blob: bytes, version: int, timeout: float) -> bool:
+def _via_file(engine_url: str, blob, version: int, timeout: float) -> bool:
     root = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else None  # else the system temp folder
     with tempfile.TemporaryDirectory(prefix=f"slime-rl-weights-v{version}-", dir=root) as folder:
         (Path(folder) / "model.safetensors").write_bytes(blob)

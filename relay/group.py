@@ -30,7 +30,7 @@ class RelayGroup:
         return cls(cfg, relays, syncers)
 
     def publisher(self) -> WeightPublisher:
-        return WeightPublisher(self.relays[0], self.cfg.chunk_bytes)
+        return WeightPublisher(self.relays[0])
 
     def engine_versions(self) -> dict[str, int]:
         states = ray.get([s.state.remote() for s in self.syncers.values()])

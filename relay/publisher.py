@@ -1,23 +1,32 @@
-"""The trainer-side handle: serialise the weights once, hand them to the root relay, return."""
+"""The trainer-side handle: serialise the weights once into the object store, hand the root relay a reference,
+return. The serialisation buffer is kept for the process's next publication (same model, same size): writing into
+pages that are already mapped is what makes packing 0.5 GB cheap."""
 from __future__ import annotations
 
+import threading
 import time
 
+import numpy as np
 import ray
 import torch
 
 from .versions import pack_weights
 
+_scratch: np.ndarray | None = None
+_scratch_lock = threading.Lock()  # one packing at a time per process: the next one overwrites the buffer
+
 
 class WeightPublisher:
-    def __init__(self, root, chunk_bytes: int):
+    def __init__(self, root):
         self.root = root
-        self.chunk_bytes = chunk_bytes
 
     def publish(self, version: int, named_tensors: dict[str, torch.Tensor]) -> dict:
+        global _scratch
         started = time.perf_counter()
-        manifest, blob = pack_weights(version, named_tensors, self.chunk_bytes)
-        taken = ray.get(self.root.put.remote(manifest, blob))
-        blocked = time.perf_counter() - started
-        return {"version": version, "bytes": len(blob), "blocked_s": blocked, "accepted": taken,
-                "published_at": time.time()}
+        with _scratch_lock:
+            manifest, blob = pack_weights(version, named_tensors, out=_scratch)
+            _scratch = blob.base if blob.base is not None else blob
+            ref = ray.put(blob)  # copied into the object store: the buffer is free again
+        taken = ray.get(self.root.put.remote(manifest, [ref]))  # wrapped: the root reads the object store itself
+        return {"version": version, "bytes": manifest.total_bytes, "blocked_s": time.perf_counter() - started,
+                "accepted": taken, "published_at": time.time()}

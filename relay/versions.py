@@ -1,17 +1,25 @@
 """What a relay holds, as a small pure state machine: complete versions only, newest and previous kept, versions
 only move forward (a late, older publication is ignored), and a blob is visible only after its checksums match.
 
-Checksums are CRC-32 (zlib): they guard against torn and corrupted transfers, not against an adversary, and at
-several GB/s they keep a 0.5 GB push from costing seconds of CPU at each hop on a small machine."""
+A version travels as one safetensors blob in a numpy uint8 array, so Ray's object store hands it to relays and
+syncers without a copy (a zero-copy, read-only view). The manifest holds a checksum of the header (names, dtypes,
+shapes, offsets) and one per tensor; together they cover every byte. Checksums are xxh3-64: they guard against
+torn and corrupted transfers, not against an adversary, and at ~15 GB/s a 0.5 GB push costs each hop ~40 ms
+(CRC-32 took ~0.17 s per pass on the 2-core machine)."""
 from __future__ import annotations
 
-import zlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
+import xxhash
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
+
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
 
 
 class IntegrityError(ValueError):
@@ -22,43 +30,67 @@ class IntegrityError(ValueError):
 class Manifest:
     version: int
     total_bytes: int
-    chunk_bytes: int
-    chunk_checksums: tuple[str, ...]
-    tensor_checksums: tuple[tuple[str, str], ...]  # (name, checksum of the tensor bytes)
+    header_checksum: str
+    tensor_checksums: tuple[tuple[str, str], ...]  # (name, checksum of the tensor's bytes), in blob order
 
 
 def checksum(data) -> str:
-    return f"{zlib.crc32(data):08x}"
+    return xxhash.xxh3_64_hexdigest(data)
 
 
-def tensor_digest(t: torch.Tensor) -> str:
-    return checksum(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
+def pack_weights(version: int, tensors: dict[str, torch.Tensor],
+                 out: np.ndarray | None = None) -> tuple[Manifest, np.ndarray]:
+    """Serialise `tensors` as safetensors into `out` (reused when it is big enough: a buffer whose pages are already
+    mapped makes the copy ~20x cheaper than a fresh allocation) and checksum it. Returns a view of `out`: the caller
+    must be done with it (e.g. have put it in the object store) before packing into the same buffer again."""
+    flat = {k: v.detach().contiguous().cpu().reshape(-1).view(torch.uint8) for k, v in tensors.items()}
+    header, offset = {}, 0
+    for name, data in flat.items():
+        if tensors[name].dtype not in _DTYPES:
+            raise ValueError(f"{name}: dtype {tensors[name].dtype} cannot be published (not a safetensors dtype)")
+        header[name] = {"dtype": _DTYPES[tensors[name].dtype], "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # tensor data starts 8-byte aligned
+    start, total = 8 + len(head), 8 + len(head) + offset
+    blob = (out if out is not None and len(out) >= total else np.empty(total, np.uint8))[:total]
+    blob[:8] = np.frombuffer(len(head).to_bytes(8, "little"), np.uint8)
+    blob[8:start] = np.frombuffer(head, np.uint8)
+    sums = []
+    for name, data in flat.items():
+        begin, end = (start + x for x in header[name]["data_offsets"])
+        blob[begin:end] = data.numpy()
+        sums.append((name, checksum(blob[begin:end])))
+    return Manifest(version, total, checksum(blob[8:start]), tuple(sums)), blob
 
 
-def pack_weights(version: int, tensors: dict[str, torch.Tensor], chunk_bytes: int) -> tuple[Manifest, bytes]:
-    blob = save_safetensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
-    view = memoryview(blob)
-    chunks = tuple(checksum(view[i:i + chunk_bytes]) for i in range(0, len(blob), chunk_bytes))
-    digests = tuple(sorted((k, tensor_digest(v)) for k, v in tensors.items()))
-    return Manifest(version, len(blob), chunk_bytes, chunks, digests), blob
-
-
-def verify(manifest: Manifest, blob: bytes) -> None:
-    if len(blob) != manifest.total_bytes:
-        raise IntegrityError(f"version {manifest.version}: {len(blob)} bytes, manifest says {manifest.total_bytes}")
-    step, view = manifest.chunk_bytes, memoryview(blob)
-    for i, want in enumerate(manifest.chunk_checksums):
-        if checksum(view[i * step:(i + 1) * step]) != want:
-            raise IntegrityError(f"version {manifest.version}: chunk {i} checksum mismatch")
-
-
-def unpack_weights(manifest: Manifest, blob: bytes) -> dict[str, torch.Tensor]:
-    verify(manifest, blob)
-    tensors = load_safetensors(blob)
+def verify(manifest: Manifest, blob) -> None:
+    """Raise IntegrityError unless `blob` (bytes or a uint8 array) is exactly what the manifest describes."""
+    view = memoryview(blob).cast("B")
+    v = manifest.version
+    if len(view) != manifest.total_bytes:
+        raise IntegrityError(f"version {v}: {len(view)} bytes, manifest says {manifest.total_bytes}")
+    n = int.from_bytes(view[:8], "little")
+    if 8 + n > len(view) or checksum(view[8:8 + n]) != manifest.header_checksum:
+        raise IntegrityError(f"version {v}: header checksum mismatch")
+    header = json.loads(bytes(view[8:8 + n]))
+    names = [name for name, _ in manifest.tensor_checksums]
+    if sorted(names) != sorted(k for k in header if k != "__metadata__"):
+        raise IntegrityError(f"version {v}: the header's tensors are not the manifest's")
+    covered = 0
     for name, want in manifest.tensor_checksums:
-        if tensor_digest(tensors[name]) != want:
-            raise IntegrityError(f"version {manifest.version}: tensor {name} checksum mismatch")
-    return tensors
+        begin, end = header[name]["data_offsets"]
+        covered += end - begin
+        if checksum(view[8 + n + begin:8 + n + end]) != want:
+            raise IntegrityError(f"version {v}: tensor {name} checksum mismatch")
+    if 8 + n + covered != len(view):  # bytes no tensor covers would go unchecked
+        raise IntegrityError(f"version {v}: {len(view) - 8 - n - covered} bytes outside every tensor")
+
+
+def unpack_weights(manifest: Manifest, blob) -> dict[str, torch.Tensor]:
+    verify(manifest, blob)
+    return load_safetensors(bytes(blob))
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""Relay workers (Ray actors): the trainer hands a version to the root once; each relay checks it, keeps it in the
-Ray object store, then forwards it to its children in the fan-out tree, off the trainer's path. Engine syncers
-fetch a reference from their relay and read the bytes from the object store themselves, so serving K engines
-costs the relay nothing per engine (it never re-serialises the blob, and the trainer's wait cannot grow with K)."""
+"""Relay workers (Ray actors): the trainer hands a version to the root once, as an object-store reference; each
+relay checks it (reading the object store in place, no copy), keeps the reference, then forwards it to its children
+in the fan-out tree, off the trainer's path. Engine syncers fetch the reference from their relay and read the bytes
+themselves, so serving K engines costs a relay nothing per engine and the trainer's wait cannot grow with K."""
 from __future__ import annotations
 
 import ray
@@ -24,13 +24,16 @@ class RelayWorker:
     def set_children(self, children: list) -> None:
         self.children = children
 
-    def put(self, manifest: Manifest, blob: bytes) -> bool:
-        """Store a version (verified) and start forwarding it; returns once this relay holds it."""
-        if not self.store.offer(manifest, blob, keep_as=ray.put):  # one owned copy in the object store
+    def put(self, manifest: Manifest, held: list) -> bool:
+        """Store a version (verified) and start forwarding it; returns once this relay holds it.
+        `held` is [ObjectRef of the blob]: wrapped in a list so that Ray passes the reference, not a copy."""
+        (ref,) = held
+        if manifest.version <= self.store.newest:
             return False
-        _, ref = self.store.get(manifest.version)
+        if not self.store.offer(manifest, ray.get(ref), keep_as=lambda _: ref):
+            return False
         for child in self.children:
-            child.put.remote(manifest, ref)  # a top-level ObjectRef argument arrives resolved
+            child.put.remote(manifest, [ref])
         self.redis.xadd(WEIGHTS_STREAM, {"version": manifest.version, "relay": self.name}, maxlen=1000)
         return True
 

@@ -11,7 +11,6 @@ class RelayConfig(Section):
     push_every: int = Field(1, ge=1, description="publish weights every K trainer steps")
     num_relays: int = Field(1, ge=1)
     fanout: int = Field(2, ge=1, description="children per relay in the fan-out tree")
-    chunk_bytes: int = Field(8 * 1024 * 1024, ge=4096)
     keep_versions: int = Field(2, ge=1)
     transport: Literal["auto", "http"] = Field(
         "auto", description="auto: engines on the syncer's machine load each version from a file in /dev/shm "

@@ -5,6 +5,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 import ray
 import torch
@@ -110,27 +111,23 @@ def test_relay_killed_mid_fanout_engines_still_get_the_version(ray_local, redis_
         group.stop()
 
 
-def test_corrupted_chunk_is_detected_and_never_loaded(tiny_model_path):
+def test_corrupted_or_torn_blob_is_detected_and_never_loaded(tiny_model_path):
     weights = perturbed(tiny_model_path, 1.0)
-    manifest, blob = pack_weights(4, weights, chunk_bytes=64 * 1024)
+    manifest, blob = pack_weights(4, weights)
     verify(manifest, blob)
-    assert unpack_weights(manifest, blob).keys() == weights.keys()
-    corrupted = bytearray(blob)
-    corrupted[len(blob) // 2] ^= 0xFF
-    with pytest.raises(IntegrityError, match="chunk"):
-        verify(manifest, bytes(corrupted))
-    store = VersionStore(keep=2)
-    with pytest.raises(IntegrityError):
-        store.offer(manifest, bytes(corrupted))
-    assert store.newest == -1  # nothing torn is ever visible
-    with pytest.raises(IntegrityError, match="bytes"):
-        verify(manifest, blob[:-10])
-
-
-def test_version_store_keeps_newest_and_previous_and_moves_forward(tiny_model_path):
-    store = VersionStore(keep=2)
-    small = {"w": torch.arange(4.0)}
-    for v in (1, 2, 3):
-        assert store.offer(*pack_weights(v, small, 16))
-    assert sorted(store.versions) == [2, 3]
-    assert store.offer(*pack_weights(2, small, 16)) is False
+    back = unpack_weights(manifest, blob)
+    assert back.keys() == weights.keys() and all(torch.equal(back[k], v) for k, v in weights.items())
+    for where, match in ((len(blob) // 2, "tensor .* checksum mismatch"), (12, "header checksum")):
+        corrupted = blob.copy()
+        corrupted[where] ^= 0xFF
+        with pytest.raises(IntegrityError, match=match):
+            verify(manifest, corrupted)
+        store = VersionStore(keep=2)
+        with pytest.raises(IntegrityError):
+            store.offer(manifest, corrupted)
+        assert store.newest == -1  # nothing was taken
+    with pytest.raises(IntegrityError, match="bytes, manifest says"):
+        verify(manifest, blob[:-100])  # torn: cut short
+    # a reused packing buffer gives the same bytes as a fresh one
+    again, reused = pack_weights(4, weights, out=np.zeros(len(blob) + 64, np.uint8))
+    assert again == manifest and bytes(reused) == bytes(blob)
