@@ -1,7 +1,8 @@
 """`slime-rl bench trainer`: our packed Megatron train step against a plain transformers training loop, same model
 (SmolLM2-135M-Instruct, fp32), same trajectories, same optimizer settings, same threads, measured step by step in
 alternation in one run. The transformers loop is written the usual way: batches of `hf_batch` sequences in data
-order, right-padded to the longest, attention mask, masked policy-gradient loss. Tokens/s counts real tokens only.
+order, right-padded to the longest, attention mask, masked policy-gradient loss. Tokens/s counts the sequences'
+real tokens on both sides (no padding; a group's shared prompt counts once per sequence, though ours packs it once).
 
 padding_waste (ours) is the padding a fixed-shape [micro-batches, longest] tensor of our packed rows would hold
 (the rows themselves hold none); hf_padding_waste is the fraction of pad tokens the transformers loop computes.
@@ -47,7 +48,9 @@ class Ours:
         from .train_step import train_step
 
         self.metrics = train_step(self.policy, groups, 0, self.cfg)
-        return self.metrics["tokens"]
+        # the sequences' tokens, as for the transformers loop: a prompt shared by a group is packed once
+        # (metrics["tokens"] counts the packed row), but it is trained for every sequence that has it
+        return sum(t.num_tokens for g in groups for t in g.trajectories)
 
 
 class HFLoop:

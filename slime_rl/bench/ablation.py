@@ -9,9 +9,10 @@ How staleness arises: in async mode a rollout worker starts a group while
     started_groups <= (v + tau + 1) * groups_per_step     (v: policy version the engines hold)
 so when generation outpaces the trainer, the buffer fills up to tau steps ahead with data made by old weights and
 the trainer consumes it up to tau versions late. On the 2-core dev machine a trainer step (fwd+bwd+Adam of the 135M
-model) took 11-42 s and its weight push ~30 s more to reach the engine, against 3-7 s (19 s under load) to
-generate a step's 2 groups of 16-token answers, so the rollout runs ahead to its cap: lags go 0, 1, ..., tau over
-the first tau steps, then stay at tau (a 3-step quick run therefore sees lags 0-2 whatever tau >= 2).
+model) takes ~4-6 s and a push reaches the engine ~1-4 s later, against ~1-2 s to generate a step's 2 groups of
+16-token answers, so the rollout runs ahead to its cap: lags go 0, 1, ..., tau over the first tau steps, then stay
+at tau (the 16-step trl comparison at tau=2 saw lags {0: 16, 1: 16, 2: 224} samples; a 3-step quick run sees lags
+0-2 whatever tau >= 2).
 Nothing is forced: the observed staleness (histogram, mean, max) is recorded per cell, and a cell whose data were
 not stale shows it.
 Weights are pushed every step (relay.push_every=1), so the final evaluation sees the final weights.
@@ -53,9 +54,9 @@ class Plan:
 
 
 QUICK = Plan(taus=(0, 4), losses=("none", "bilateral"), seeds=(0,), steps=3, eval_samples=16)
-# Wall time on the quiet 2-core dev machine: ~90 s per cell of start-up, evaluations and the last push, plus per
-# step ~45 s at tau=0 (each step waits for its weight push to reach the engine) and ~25 s at tau>0 (overlapped):
-# 8 cells x ~14 min + 24 cells x ~8.5 min, about 5.5 hours. Quick: 4 cells, ~12-13 min.
+# Wall time on the quiet 2-core dev machine (2026-12-01 code): a 16-step demo run took ~150 s end to end at tau=2
+# (start-up and two 64-prompt evaluations included); tau=0 waits for each push, so expect ~3 min per cell:
+# the full grid's 32 cells take ~1.5 h, one seed (`--seeds 1`) ~50 min. Quick: 4 cells, a few minutes.
 FULL = Plan(taus=(0, 2, 4, 8), losses=("none", "tis", "icepop", "bilateral"), seeds=(0, 1), steps=16,
             eval_samples=64)
 
