@@ -13,8 +13,10 @@ from e2e_helpers import read_summary, start_train, tiny_overrides, trainer_steps
 @pytest.mark.slow
 def test_pause_resume_and_checkpoint_from_the_dashboard(math_config, tiny_model_path, tmp_path):
     run_dir = tmp_path / "run"
+    # 12 steps: paused after step 1-3, the trainer can run at most tau + 1 = 3 steps ahead on what is already in
+    # the buffer, so the run cannot finish (and take the dashboard down) before it is resumed
     args = [math_config, *tiny_overrides(tiny_model_path, run_dir, **{
-        "trainer.max_steps": 6, "dashboard.enabled": "true", "dashboard.token": "tok"})]
+        "trainer.max_steps": 12, "dashboard.enabled": "true", "dashboard.token": "tok"})]
     proc = start_train(args, tmp_path / "run.log")
     try:
         wait_for_step(run_dir, 1, proc)
@@ -33,7 +35,7 @@ def test_pause_resume_and_checkpoint_from_the_dashboard(math_config, tiny_model_
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert read_summary(run_dir)["final_version"] == 6
+    assert read_summary(run_dir)["final_version"] == 12
     actions = [json.loads(line)["action"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
                if '"kind": "control"' in line]
     assert actions == ["pause_rollout", "checkpoint", "resume_rollout"]
