@@ -36,9 +36,9 @@ def deliver(engine_url: str, blob, version: int, transport: str = "auto", timeou
         if transport == "auto" and is_local(engine_url):
             return _via_file(engine_url, blob, version, timeout)
         body = blob if isinstance(blob, bytes) else bytes(memoryview(blob))  # httpx sends bytes, not arrays
-        r = httpx.post(f"{engine_url}/update_weights_from_tensor", content=body, timeout=timeout,
-                       params={"weight_version": version}, headers={"content-type": "application/octet-stream"})
-        return r.status_code == 200 and bool(r.json().get("success"))
+        return _took(httpx.post(f"{engine_url}/update_weights_from_tensor", content=body, timeout=timeout,
+                                params={"weight_version": version},
+                                headers={"content-type": "application/octet-stream"}))
     except httpx.HTTPError:
         return False
 
@@ -47,6 +47,10 @@ def _via_file(engine_url: str, blob, version: int, timeout: float) -> bool:
     root = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else None  # else the system temp folder
     with tempfile.TemporaryDirectory(prefix=f"slime-rl-weights-v{version}-", dir=root) as folder:
         (Path(folder) / "model.safetensors").write_bytes(blob)
-        r = httpx.post(f"{engine_url}/update_weights_from_disk", timeout=timeout,
-                       json={"model_path": folder, "weight_version": version})
-        return r.status_code == 200 and bool(r.json().get("success"))
+        return _took(httpx.post(f"{engine_url}/update_weights_from_disk", timeout=timeout,
+                                json={"model_path": folder, "weight_version": version}))
+
+
+def _took(r: httpx.Response) -> bool:
+    """SGLang's weight endpoints answer 200 with success false when they refuse an update."""
+    return r.status_code == 200 and bool(r.json().get("success"))
