@@ -29,25 +29,29 @@ def is_local(engine_url: str) -> bool:
         return False
 
 
-def deliver(engine_url: str, blob, version: int, transport: str = "auto", timeout: float = 300.0) -> bool:
+def deliver(engine_url: str, blob, version: int, transport: str = "auto", timeout: float = 300.0,
+            http: httpx.Client | None = None) -> bool:
     """Hand `blob` (a verified safetensors blob: bytes or a uint8 array) to the engine as `version`; True when the
-    engine took it."""
+    engine took it. `http`: the caller's client, if it keeps one."""
+    if http is None:
+        with httpx.Client() as own:
+            return deliver(engine_url, blob, version, transport, timeout, own)
     try:
         if transport == "auto" and is_local(engine_url):
-            return _via_file(engine_url, blob, version, timeout)
+            return _via_file(http, engine_url, blob, version, timeout)
         body = blob if isinstance(blob, bytes) else bytes(memoryview(blob))  # httpx sends bytes, not arrays
-        return _took(httpx.post(f"{engine_url}/update_weights_from_tensor", content=body, timeout=timeout,
+        return _took(http.post(f"{engine_url}/update_weights_from_tensor", content=body, timeout=timeout,
                                 params={"weight_version": version},
                                 headers={"content-type": "application/octet-stream"}))
     except httpx.HTTPError:
         return False
 
 
-def _via_file(engine_url: str, blob, version: int, timeout: float) -> bool:
+def _via_file(http: httpx.Client, engine_url: str, blob, version: int, timeout: float) -> bool:
     root = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else None  # else the system temp folder
     with tempfile.TemporaryDirectory(prefix=f"slime-rl-weights-v{version}-", dir=root) as folder:
         (Path(folder) / "model.safetensors").write_bytes(blob)
-        return _took(httpx.post(f"{engine_url}/update_weights_from_disk", timeout=timeout,
+        return _took(http.post(f"{engine_url}/update_weights_from_disk", timeout=timeout,
                                 json={"model_path": folder, "weight_version": version}))
 
 

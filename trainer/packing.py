@@ -12,6 +12,10 @@ Bins: first-fit decreasing finds how many micro-batches the budget needs; the se
 many bins longest-first onto the least-loaded one that fits, so the micro-batches come out near-equal in length
 (attention cost grows with the square of a row's length, and a fixed-shape or data-parallel consumer waits for the
 longest). A sequence longer than the budget gets a micro-batch of its own rather than failing the step.
+
+A shared group is one large unit, which can leave the bins uneven. The packer then splits the largest group of the
+longest bin in two (each half repeats the prompt) and keeps the layout whose padded size, micro-batches x longest,
+is smallest: a split is kept only when the padding it removes outweighs the prompt tokens it adds.
 """
 from __future__ import annotations
 
@@ -46,6 +50,9 @@ class _Unit:
     items: list[int]
     prefix: list[int]
     num_tokens: int
+
+
+_MAX_SPLITS = 8
 
 
 def first_fit_decreasing(lengths: list[int], budget: int) -> list[list[int]]:
@@ -83,10 +90,54 @@ def pack(trajs: list[Trajectory], budget: int, share_prefix: bool = False) -> li
         raise ValueError(f"trainer.micro_batch_tokens must be positive, got {budget}")
     units = _shared_units(trajs, budget) if share_prefix else [
         _Unit([i], [], t.num_tokens) for i, t in enumerate(trajs)]
+    layout = _rebalanced(trajs, units, budget) if share_prefix else _layout(units, budget)
+    return [_build(trajs, b) for b in layout]
+
+
+def _layout(units: list[_Unit], budget: int) -> list[list[_Unit]]:
     big = [u for u in units if u.num_tokens > budget]
     fit = [u for u in units if u.num_tokens <= budget]
     bins = [[fit[j] for j in b] for b in balanced_bins([u.num_tokens for u in fit], budget)]
-    return [_build(trajs, b) for b in bins + [[u] for u in big]]
+    return bins + [[u] for u in big]
+
+
+def _padded_size(layout: list[list[_Unit]]) -> tuple[int, int]:
+    """(micro-batches x longest row, real tokens): what a fixed-shape consumer computes, then what a packed one does."""
+    rows = [sum(u.num_tokens for u in b) for b in layout]
+    return len(rows) * max(rows, default=0), sum(rows)
+
+
+def _rebalanced(trajs: list[Trajectory], units: list[_Unit], budget: int) -> list[list[_Unit]]:
+    """Split one shared group in two at a time, the split that leaves the smallest padded size, and keep the best
+    layout seen (a bounded number of splits: each one adds a prompt's tokens)."""
+    best = _layout(units, budget)
+    for _ in range(_MAX_SPLITS):
+        trials = [(_layout(split, budget), split) for split in (
+            [v for v in units if v is not u] + _halves(trajs, u) for u in units if len(u.items) > 1)]
+        if not trials:
+            break
+        layout, units = min(trials, key=lambda t: _padded_size(t[0]))
+        if _padded_size(layout) < _padded_size(best):
+            best = layout
+    return best
+
+
+def _halves(trajs: list[Trajectory], group: _Unit) -> list[_Unit]:
+    """The group's members in two near-equal halves, each a unit of its own (largest member to the lighter half)."""
+    halves: list[list[int]] = [[], []]
+    sizes = [0, 0]
+    for i in sorted(group.items, key=lambda i: -trajs[i].num_tokens):
+        h = sizes.index(min(sizes))
+        halves[h].append(i)
+        sizes[h] += trajs[i].num_tokens
+    return [u for h in halves for u in _group_units(trajs, h, group.prefix)]
+
+
+def _group_units(trajs: list[Trajectory], members: list[int], prefix: list[int]) -> list[_Unit]:
+    """Members sharing `prefix` as one tree unit; a lone member (or an empty prefix) in the flat layout."""
+    if len(members) > 1 and prefix:
+        return [_Unit(members, prefix, len(prefix) + sum(1 + len(trajs[i].response_ids) for i in members))]
+    return [_Unit([i], [], trajs[i].num_tokens) for i in members]
 
 
 def _shared_units(trajs: list[Trajectory], budget: int) -> list[_Unit]:
@@ -107,10 +158,7 @@ def _shared_units(trajs: list[Trajectory], budget: int) -> list[_Unit]:
             chunks[-1].append(i)
             size += branch
         for chunk in chunks:
-            if len(chunk) > 1 and prefix:
-                units.append(_Unit(chunk, prefix, len(prefix) + sum(1 + len(trajs[i].response_ids) for i in chunk)))
-            else:  # nothing to share: the flat layout
-                units.extend(_Unit([i], [], trajs[i].num_tokens) for i in chunk)
+            units.extend(_group_units(trajs, chunk, prefix))
     return units
 
 

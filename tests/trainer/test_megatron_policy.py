@@ -120,6 +120,31 @@ def test_forward_backward_schedule_matches_forward_logprobs(parallel, tiny_model
     assert policy.optimizer_step()["grad_norm"] > 0
 
 
+def test_adam_steps_with_torchs_fused_kernel_and_the_usual_update(parallel, tiny_model_path):
+    """The optimizer runs torch's fused Adam on CPU, and two steps move each weight exactly as torch's reference
+    (single-tensor) AdamW does with the same gradients."""
+    cfg = TrainerConfig(lr=1e-2, weight_decay=0.1, grad_clip=0.0)
+    policy = MegatronPolicy.from_hf(tiny_model_path, cfg)
+    groups = [g for opt in getattr(policy.optimizer, "chained_optimizers", [policy.optimizer])
+              for g in opt.optimizer.param_groups]
+    assert groups and all(g["fused"] and not g["foreach"] for g in groups)
+    params = [p for g in groups for p in g["params"]]
+    initial = [p.detach().clone() for p in params]
+    shadow = [p.detach().clone().requires_grad_() for p in params]
+    ref = torch.optim.AdamW(shadow, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay,
+                            foreach=False)
+    batch = (torch.tensor([[3, 4, 5, 6, 9]]), torch.tensor([[0, 1, 2, 3, 4]]), torch.tensor([0, 5]))
+    for _ in range(2):
+        (-policy.forward_logprobs(*batch).sum()).backward()
+        for p, s in zip(params, shadow):
+            s.grad = p.main_grad.detach().clone()
+        policy.optimizer_step()
+        ref.step()
+        for p, s in zip(params, shadow):
+            assert torch.allclose(p, s, atol=1e-6), "fused Adam diverged from torch's reference AdamW"
+    assert all(not torch.equal(p, p0) for p, p0 in zip(params, initial))  # the steps did move every weight
+
+
 def test_bad_input_is_named(parallel, tiny_model_path):
     policy = MegatronPolicy.from_hf(tiny_model_path, TrainerConfig())
     with pytest.raises(ValueError, match=r"must both be \[1, T\]"):

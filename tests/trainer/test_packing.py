@@ -70,3 +70,30 @@ def test_a_shared_group_over_budget_splits_and_repeats_its_prefix():
     assert all(b.num_tokens <= 18 for b in batches)
     assert sum(b.num_tokens for b in batches) == 2 * 5 + 4 * 6  # two units, each with the prefix
     assert pack(trajs, budget=18, share_prefix=False)[0].prefix_of is None
+
+
+def test_uneven_shared_groups_are_split_when_that_evens_the_micro_batches():
+    # two groups: 10 members of response 8 under one 20-token prompt (19 + 10 * 9 = 109 tokens shared), and a
+    # 4-member group (19 + 4 * 9 = 55): budget 128 needs two rows; unsplit they are 109 / 55, badly uneven.
+    # Halving only the big group gives 64 + 64 + 55, still two rows but 119 / 64; halving both gives 64 + 37 twice
+    big = [traj("a", n=8, prompt=20) for _ in range(10)]
+    small = [traj("b", n=8, prompt=20, tokens=list(range(100, 108))) for _ in range(4)]
+    for t in small:
+        t.prompt_ids = [5] * 20
+    trajs = big + small
+    batches = pack(trajs, budget=128, share_prefix=True)
+    assert sorted(i for b in batches for i in b.items) == list(range(14))
+    assert [b.num_tokens for b in batches] == [101, 101]  # each prompt packed twice, no padding at all
+    assert padding_waste(batches) == 0.0
+    for b in batches:  # every branch still continues a prefix made of its own prompt
+        for slot, i in enumerate(b.items):
+            seg = int((b.cu_seqlens[1:] > b.response_starts[slot]).nonzero()[0])
+            parent = int(b.prefix_of[seg])
+            s, e = int(b.cu_seqlens[parent]), int(b.cu_seqlens[parent + 1])
+            assert b.tokens[0, s:e].tolist() == trajs[i].prompt_ids[:-1]
+
+
+def test_a_split_that_only_adds_prompt_tokens_is_not_kept():
+    trajs = [traj("a", n=8, prompt=20) for _ in range(6)]  # one row, nothing to balance
+    (b,) = pack(trajs, budget=512, share_prefix=True)
+    assert b.num_tokens == 19 + 6 * 9
