@@ -47,6 +47,7 @@ class EngineSyncer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._thread.join(timeout=10)  # the loop wakes every half second and closes its client on the way out
 
     def _engine_version(self) -> int:
         try:
@@ -69,6 +70,7 @@ class EngineSyncer:
                     newest = max(newest, int(fields[b"version"]))
             if newest > self.version or (newest == -1 and self._engine_version() < self.version):
                 self._sync(max(newest, self.version))
+        self.http.close()  # here, not in stop(): the loop may be mid-request when stop() is called
 
     def _sync(self, version: int) -> None:
         started = time.time()

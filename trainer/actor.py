@@ -143,8 +143,9 @@ class TrainerCore:
     def publish_weights(self, publisher, background: bool = False) -> dict[str, Any]:
         """Hand this version to the relay once and return; the relay fans it out to the engines.
         background: take a copy of the weights and return; serialising and handing the copy to the relay (about
-        half a second for a 0.5 GB model on 2 cores) runs on a thread while the next step trains. One publication is in flight
-        at a time: the previous one is finished first, its receipt returned under "previous" and its error raised.
+        half a second for a 0.5 GB model on 2 cores) runs on a thread while the next step trains. One publication is
+        in flight at a time: the previous one is finished first, its receipt returned under "previous" and its error
+        raised.
         blocked_s is the trainer's wait either way."""
         started = time.perf_counter()
         previous = self.finish_publication()

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 from . import megatron_shim
+from .optimizer import torch_optimizers
 from .parallel import barrier, is_main_rank
 
 LATEST = "latest"
@@ -122,8 +123,7 @@ def _sharded_state_dict(policy, is_loading: bool) -> dict:
 def _prime_optimizer_state(optimizer) -> None:
     """Give parameters without Adam state (no step taken yet, or just reset) the state Adam would create on its
     first step (step 0, zero moments), so every checkpoint has the same layout and loads into a fresh optimizer."""
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = opt.optimizer
+    for inner in torch_optimizers(optimizer):
         for group in inner.param_groups:
             for p in group["params"]:
                 state = inner.state[p]
@@ -137,8 +137,7 @@ def _unshare_steps(optimizer) -> None:
     gives every parameter one *shared* step tensor, which the parameter-state loader then overwrites with the
     loading template's value; torch Adam would also advance a shared tensor once per parameter. Give each
     parameter its own step, from its group's restored step when there is one."""
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = opt.optimizer
+    for inner in torch_optimizers(optimizer):
         for group in inner.param_groups:
             for p in group["params"]:
                 state = inner.state.get(p)

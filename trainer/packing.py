@@ -14,8 +14,8 @@ many bins longest-first onto the least-loaded one that fits, so the micro-batche
 longest). A sequence longer than the budget gets a micro-batch of its own rather than failing the step.
 
 A shared group is one large unit, which can leave the bins uneven. The packer then tries splitting each group in
-two (each half repeats the prompt), one split at a time, and keeps the layout whose padded size, micro-batches x longest,
-is smallest: a split is kept only when the padding it removes outweighs the prompt tokens it adds.
+two (each half repeats the prompt), one split at a time, and keeps the layout whose padded size (micro-batches x
+longest) is smallest: a split is kept only when the padding it removes outweighs the prompt tokens it adds.
 """
 from __future__ import annotations
 

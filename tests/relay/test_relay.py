@@ -111,6 +111,17 @@ def test_relay_killed_mid_fanout_engines_still_get_the_version(ray_local, redis_
         group.stop()
 
 
+def test_stopped_syncer_ends_its_loop_and_closes_its_http_client(ray_local, redis_url, engines):
+    group = RelayGroup.start(RelayConfig(num_relays=1), redis_url, [engines[0].url])
+    try:
+        syncer = group.syncers[engines[0].url]
+        assert ray.get(syncer.__ray_call__.remote(lambda s: (s._thread.is_alive(), s.http.is_closed))) == (True, False)
+        ray.get(syncer.stop.remote())
+        assert ray.get(syncer.__ray_call__.remote(lambda s: (s._thread.is_alive(), s.http.is_closed))) == (False, True)
+    finally:
+        group.stop()
+
+
 def test_corrupted_or_torn_blob_is_detected_and_never_loaded(tiny_model_path):
     weights = perturbed(tiny_model_path, 1.0)
     manifest, blob = pack_weights(4, weights)

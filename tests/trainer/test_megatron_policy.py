@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from slime_rl.config import TrainerConfig
 from slime_rl.trainer import megatron_shim
+from slime_rl.trainer.optimizer import torch_optimizers
 from slime_rl.trainer.parallel import init_parallel
 from slime_rl.trainer.policy import MegatronPolicy, packed_causal_mask
 
@@ -125,8 +126,7 @@ def test_adam_steps_with_torchs_fused_kernel_and_the_usual_update(parallel, tiny
     (single-tensor) AdamW does with the same gradients."""
     cfg = TrainerConfig(lr=1e-2, weight_decay=0.1, grad_clip=0.0)
     policy = MegatronPolicy.from_hf(tiny_model_path, cfg)
-    groups = [g for opt in getattr(policy.optimizer, "chained_optimizers", [policy.optimizer])
-              for g in opt.optimizer.param_groups]
+    groups = [g for inner in torch_optimizers(policy.optimizer) for g in inner.param_groups]
     assert groups and all(g["fused"] and not g["foreach"] for g in groups)
     params = [p for g in groups for p in g["params"]]
     initial = [p.detach().clone() for p in params]
