@@ -46,13 +46,15 @@ class Request:
 
 class EngineCore:
     def __init__(self, model_path: str | Path, max_batch_size: int = 32, weight_version: int = 0,
-                 threads: int | None = None):
+                 threads: int | None = None, dtype: str = "float32"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if threads:
             torch.set_num_threads(threads)
         self.model_path = str(model_path)
-        hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        # bfloat16 runs the matrix multiplies on the CPU's bf16 units where it has them (AMX, AVX512-BF16);
+        # logits are taken to float32 before sampling and logprobs either way
+        hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=_torch_dtype(dtype))
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = ServingLlama(hf)
         self.max_batch_size = max_batch_size
@@ -276,3 +278,10 @@ def _eos_ids(gen_cfg, tokenizer) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"engine dtype must be a floating-point torch dtype such as float32 or bfloat16, got {name!r}")
+    return dtype

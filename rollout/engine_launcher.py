@@ -70,11 +70,11 @@ def _spawn(argv: list[str], port: int, log_path: Path | None, timeout: float) ->
 
 def launch_cpu_engine(model_path: str | Path, port: int | None = None, max_batch_size: int = 32, threads: int = 1,
                       weight_version: int = 0, log_path: str | Path | None = None,
-                      timeout: float = 300.0) -> EngineProcess:
+                      timeout: float = 300.0, dtype: str = "float32") -> EngineProcess:
     port = port or free_port()
     argv = [sys.executable, "-m", "slime_rl.cli", "engine", "serve", "--model", str(model_path), "--port", str(port),
             "--max-batch-size", str(max_batch_size), "--threads", str(threads),
-            "--weight-version", str(weight_version)]
+            "--weight-version", str(weight_version), "--dtype", dtype]
     return _spawn(argv, port, Path(log_path) if log_path else None, timeout)
 
 

@@ -248,10 +248,11 @@ def _flag(v: Any) -> bool:  # JSON bools, or query strings like "true"/"1"
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 30000, max_batch_size: int = 32,
-          threads: int = 1, weight_version: int = 0) -> None:
+          threads: int = 1, weight_version: int = 0, dtype: str = "float32") -> None:
     import uvicorn
 
-    core = EngineCore(model_path, max_batch_size=max_batch_size, weight_version=weight_version, threads=threads)
+    core = EngineCore(model_path, max_batch_size=max_batch_size, weight_version=weight_version, threads=threads,
+                      dtype=dtype)
     try:
         uvicorn.run(create_app(core), host=host, port=port, log_level="warning", access_log=False)
     finally:

@@ -39,12 +39,13 @@ def model_convert(out: Path = typer.Option(Path(".cache/models/SmolLM2-135M-Inst
 @engine_app.command("serve")
 def engine_serve(model: Path = typer.Option(..., help="HF safetensors folder"),
                  host: str = "127.0.0.1", port: int = 30000,
-                 max_batch_size: int = 32, threads: int = 1, weight_version: int = 0):
+                 max_batch_size: int = 32, threads: int = 1, weight_version: int = 0,
+                 dtype: str = typer.Option("float32", help="weights and activations: float32 or bfloat16")):
     """Serve a model with the SGLang-compatible HTTP API on CPU."""
     from slime_rl.rollout.engine_server import serve
 
     serve(model_path=model, host=host, port=port, max_batch_size=max_batch_size, threads=threads,
-          weight_version=weight_version)
+          weight_version=weight_version, dtype=dtype)
 
 
 @sandbox_app.command("serve")

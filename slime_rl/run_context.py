@@ -116,7 +116,7 @@ class RunContext:
                 proc = launch_sglang_server(self.cfg.model.path, port=None)
             else:
                 proc = launch_cpu_engine(self.cfg.model.path, max_batch_size=ecfg.max_batch_size,
-                                         threads=ecfg.threads, log_path=log_path)
+                                         threads=ecfg.threads, log_path=log_path, dtype=self.cfg.model.dtype)
             self.engines.append(proc)
             write_pid(self.run_dir, f"engine-{i}", proc.pid)
             self.stack.callback(lambda i=i: self.engines[i].stop())

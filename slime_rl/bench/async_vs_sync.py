@@ -76,6 +76,9 @@ def measure(mode: str, wall: float, history: list[dict[str, Any]], rollout: dict
             "trainer_idle_frac": max(0.0, 1 - trainer_busy / wall) if wall else 0.0,
             "rollout_busy_s": rollout_busy, "rollout_idle_frac": max(0.0, 1 - rollout_busy / wall) if wall else 0.0,
             "trained_samples": sum(m.get("kept", 0) for m in history),
+            # packed tokens through the model, and samples over tau left out: async may train fewer, shorter ones
+            "trained_tokens": sum(m.get("tokens", 0) for m in history),
+            "dropped_stale": sum(m.get("dropped_stale", 0) for m in history),
             "generated_tokens": rollout.get("tokens", 0), "staleness_mean": mean_lag(staleness_hist(history)),
             "reward_mean": sum(m.get("reward_mean", 0.0) for m in history) / len(history) if history else 0.0}
 
@@ -88,6 +91,7 @@ def compare(sync: dict[str, Any], async_: dict[str, Any]) -> dict[str, Any]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     steps, median, max_len = (3, 8, 96) if quick else (8, 12, 160)
+    dtype = load_config(CONFIG).model.dtype
     with tempfile.TemporaryDirectory(prefix="slime-bench-async-") as tmp:
         root = Path(tmp)
         rows = long_tail_rows(200, median, max_len)
@@ -98,5 +102,5 @@ def run(quick: bool = False) -> dict[str, Any]:
                    for mode in ("sync", "async")}
     return {"workload": {"prompts": len(rows), "median_len": lengths[len(lengths) // 2],
                          "p99_len": lengths[int(0.99 * (len(lengths) - 1))], "max_len_cap": max_len,
-                         "steps": steps},
+                         "steps": steps, "dtype": dtype},
             **compare(results["sync"], results["async"]), "sync": results["sync"], "async": results["async"]}

@@ -1,10 +1,13 @@
 """`slime-rl bench trl`: slime-rl against TRL's GRPOTrainer on the same model, task and sample budget, one run.
 
-Both sides read one RunConfig (examples/math/config.yaml): SmolLM2-135M-Instruct in float32, the arithmetic env's
-train prompts and reward, `group_size` samples per prompt, `groups_per_step` prompts per optimizer step,
+Both sides read one RunConfig (examples/math/config.yaml): SmolLM2-135M-Instruct, the arithmetic env's train
+prompts and reward, `group_size` samples per prompt, `groups_per_step` prompts per optimizer step,
 `max_new_tokens`, temperature, Adam lr/betas/grad-clip, no KL, token-level (DAPO) loss normalisation, the same
-number of steps. TRL uses its defaults for everything else on CPU (transformers `generate`, no vLLM), except
-gradient checkpointing and bf16, which its config turns on by default and slime-rl does not use here.
+number of steps, and the same precision: with `model.dtype` bfloat16 (the demo's `auto` on a CPU with AMX) slime-rl
+trains Megatron in bf16 with float32 main weights and TRL trains under its own bf16 mixed precision (float32
+weights, bf16 autocast); with float32 both run float32. TRL uses its defaults for everything else on CPU
+(transformers `generate`, no vLLM), except gradient checkpointing, which its config turns on by default and
+slime-rl does not use.
 
 Measured per side:
   wall_s         training only: TRL around `trainer.train()`; slime-rl from the end of its held-out evaluation
@@ -76,7 +79,8 @@ def trl_args(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
         "adam_beta1": t.adam_beta1, "adam_beta2": t.adam_beta2, "max_grad_norm": t.grad_clip,
         "beta": cfg.loss.kl_coef, "epsilon": cfg.loss.eps_low, "epsilon_high": cfg.loss.eps_high,
         "loss_type": "dapo", "scale_rewards": "group" if cfg.loss.std_normalize else "none",
-        "use_cpu": True, "bf16": False, "fp16": False, "use_vllm": False,
+        "use_cpu": True, "bf16": cfg.model.dtype == "bfloat16", "fp16": cfg.model.dtype == "float16",
+        "use_vllm": False,
         "activation_checkpointing": False,  # TRL's default (via the `gradient_checkpointing` alias) is on
         "report_to": "none", "save_strategy": "no", "logging_steps": 1, "disable_tqdm": True,
         "log_completions": False, "dataloader_num_workers": 0,
@@ -150,7 +154,9 @@ def run_trl(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     train = env_cls.load_dataset(cfg.env.dataset, split="train", **cfg.env.kwargs)
     held_out = env_cls.load_dataset(cfg.env.eval_dataset, split="eval", **cfg.env.kwargs)[: cfg.eval_samples]
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=getattr(torch, cfg.model.dtype))
+    # float32 weights; a bfloat16 config trains under TRL's mixed precision (args "bf16"), as Megatron keeps
+    # float32 main weights beside its bfloat16 ones
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
     max_new = cfg.rollout.sampling.max_new_tokens
     before = greedy_eval(model, tokenizer, env, held_out, max_new)
     trainer = trl.GRPOTrainer(model=model, reward_funcs=env_reward(env), processing_class=tokenizer,
@@ -224,7 +230,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     workload = {"model": str(cfg.model.path), "env": cfg.env.name, "dataset": str(cfg.env.dataset),
                 "eval_dataset": str(cfg.env.eval_dataset), "steps": steps, "group_size": r.group_size,
                 "groups_per_step": r.groups_per_step, "max_new_tokens": s.max_new_tokens,
-                "temperature": s.temperature, "lr": cfg.trainer.lr, "eval_samples": cfg.eval_samples}
+                "temperature": s.temperature, "lr": cfg.trainer.lr, "eval_samples": cfg.eval_samples,
+                "dtype": cfg.model.dtype}
     return {**compare(slime_result, trl_result), "workload": workload, "slime": slime_result, "trl": trl_result}
 
 

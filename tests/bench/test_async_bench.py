@@ -14,12 +14,14 @@ def test_workload_has_a_long_tail_and_keeps_the_prompts():
 
 def test_idle_fractions_speedup_and_ideal():
     history = [{"step_time_s": 2.0, "kept": 8, "reward_mean": 0.5, "staleness_hist": {"0": 6, "1": 2},
-                "push": {"blocked_s": 0.5}},
-               {"step_time_s": 3.0, "kept": 8, "reward_mean": 0.25, "staleness_hist": {"1": 8}}]
+                "push": {"blocked_s": 0.5}, "tokens": 120, "dropped_stale": 0},
+               {"step_time_s": 3.0, "kept": 8, "reward_mean": 0.25, "staleness_hist": {"1": 8}, "tokens": 90,
+                "dropped_stale": 3}]
     a = measure("async", 10.0, history, {"tokens": 100, "per_worker": [{"active_s": 8.0}]})
     assert a["trainer_busy_s"] == pytest.approx(5.5) and a["trainer_idle_frac"] == pytest.approx(0.45)
     assert a["rollout_idle_frac"] == pytest.approx(0.2) and a["trained_samples"] == 16
     assert a["staleness_mean"] == pytest.approx(10 / 16)
+    assert a["trained_tokens"] == 210 and a["dropped_stale"] == 3
     s = measure("sync", 25.0, history, {"tokens": 100, "per_worker": [{"active_s": 12.0}]})
     c = compare(s, a)
     assert c["speedup_vs_sync"] == pytest.approx(2.5) and c["ratio_to_ideal"] == pytest.approx(10.0 / 8.0)

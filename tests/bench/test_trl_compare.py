@@ -41,7 +41,9 @@ def test_trl_config_matches_the_slime_workload(cfg):
     assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == r.group_size * r.groups_per_step
     assert (args["max_completion_length"], args["temperature"]) == (s.max_new_tokens, s.temperature)
     assert (args["max_steps"], args["learning_rate"]) == (3, cfg.trainer.lr)
-    assert args["use_cpu"] and not args["bf16"] and not args["use_vllm"] and args["beta"] == 0.0
+    assert args["use_cpu"] and not args["use_vllm"] and args["beta"] == 0.0
+    # the same precision on both sides: TRL's mixed precision when slime-rl trains in bfloat16
+    assert args["bf16"] == (cfg.model.dtype == "bfloat16") and not args["fp16"]
     assert not cfg.dashboard.enabled and cfg.trainer.checkpoint_every == 0
 
 

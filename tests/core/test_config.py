@@ -52,3 +52,15 @@ def test_yaml_must_be_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(path)
+
+
+def test_model_dtype_auto_is_settled_at_load_to_what_the_machine_computes_natively(monkeypatch):
+    from slime_rl.config import model as model_cfg
+
+    monkeypatch.setattr(model_cfg, "native_bf16", lambda: True)
+    assert model_cfg.ModelConfig(dtype="auto").dtype == "bfloat16"
+    monkeypatch.setattr(model_cfg, "native_bf16", lambda: False)
+    assert model_cfg.ModelConfig(dtype="auto").dtype == "float32"
+    assert model_cfg.ModelConfig(dtype="bfloat16").dtype == "bfloat16"  # an explicit choice is kept
+    with pytest.raises(ValueError, match="dtype"):
+        model_cfg.ModelConfig(dtype="int8")

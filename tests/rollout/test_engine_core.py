@@ -112,3 +112,25 @@ def test_weight_swap_is_all_or_nothing_and_names_the_bad_tensor(core):
     assert core.weight_version == 4 and run_alone(core, ids, 10) != base
     core.request_weight_swap({name: before}, 5).result(10)
     assert run_alone(core, ids, 10) == base  # the fused weights the engine runs on follow the parameters
+
+
+def test_bfloat16_engine_holds_bf16_weights_and_float32_logprobs_near_the_float32_models(tiny_model_path):
+    engine = EngineCore(tiny_model_path, max_batch_size=4, threads=1, dtype="bfloat16")
+    try:
+        assert {p.dtype for p in engine.model.hf.parameters()} == {torch.bfloat16}
+        prompt = SYSTEM[:8]
+        out = engine.submit(prompt, greedy(6)).future.result(60)
+    finally:
+        engine.shutdown()
+    hf = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    ids = torch.tensor(prompt + out["output_ids"])
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(ids[None]).logits[0, len(prompt) - 1:-1].float(), -1)
+    ref = ref.gather(-1, ids[len(prompt):, None])[:, 0]
+    assert len(out["output_ids"]) == 6
+    assert torch.allclose(torch.tensor(out["logprobs"]), ref, atol=0.05)
+
+
+def test_engine_rejects_a_dtype_that_is_not_floating_point(tiny_model_path):
+    with pytest.raises(ValueError, match="engine dtype"):
+        EngineCore(tiny_model_path, dtype="int8")

@@ -149,3 +149,26 @@ def test_bad_input_is_named(parallel, tiny_model_path):
     policy = MegatronPolicy.from_hf(tiny_model_path, TrainerConfig())
     with pytest.raises(ValueError, match=r"must both be \[1, T\]"):
         policy.forward_logprobs(torch.tensor([1, 2, 3]), torch.tensor([0, 1, 2]), torch.tensor([0, 3]))
+
+
+def test_bfloat16_policy_trains_in_mixed_precision(parallel, tiny_model_path):
+    """bfloat16 weights for the forward and backward, float32 main weights in the optimizer: logprobs stay near the
+    float32 model's, and steps that raise a sequence's likelihood do raise it."""
+    policy = MegatronPolicy.from_hf(tiny_model_path, TrainerConfig(lr=1e-2, grad_clip=0.0), dtype=torch.bfloat16)
+    assert {p.dtype for p in policy.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for inner in torch_optimizers(policy.optimizer) for g in inner.param_groups
+            for p in g["params"]} == {torch.float32}
+    hf = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    seq = torch.tensor([5, 17, 300, 41, 9, 77, 3])
+    batch = (seq[None], torch.arange(len(seq))[None], torch.tensor([0, len(seq)]))
+    with torch.no_grad():
+        before = policy.forward_logprobs(*batch)[0, :-1]
+    assert before.dtype == torch.float32
+    assert torch.allclose(before, _ref_logprobs(hf, seq), atol=0.05)
+    for _ in range(3):
+        policy.forward_backward([batch], lambda lp, k: (-lp.sum(), {}))
+        assert policy.optimizer_step()["update_skipped"] == 0.0
+    with torch.no_grad():
+        after = policy.forward_logprobs(*batch)[0, :-1]
+    assert after.sum() > before.sum() + 1.0
+    assert {t.dtype for t in policy.megatron_state_dict().values()} == {torch.bfloat16}
