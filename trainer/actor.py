@@ -21,6 +21,7 @@ import ray
 import torch
 
 from slime_rl.buffer import BufferEntry, TrajectoryBuffer
+from slime_rl.children import die_with_parent_on_fork
 from slime_rl.config import RunConfig
 from slime_rl.metrics import MetricsSink
 from slime_rl.net import free_port, write_pid
@@ -40,6 +41,7 @@ class TrainerCore:
         self.cfg, self.run_dir, self.consumer = cfg, Path(run_dir), consumer
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_pid(self.run_dir, consumer)
+        die_with_parent_on_fork()  # checkpoint writers forked from here must not outlive a killed trainer
         torch.set_num_threads(cfg.trainer.threads or os.cpu_count() or 1)
         torch.manual_seed(cfg.trainer.seed)
         p = cfg.trainer.parallel

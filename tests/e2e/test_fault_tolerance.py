@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,19 +29,70 @@ def test_killed_trainer_resumes_from_checkpoint_exactly_once(math_config, tiny_m
     finally:
         if proc.poll() is None:
             proc.kill()
-    committed_before = audit(run_dir)
-    assert [a["step"] for a in committed_before] == [2]
+    assert [a["step"] for a in audit(run_dir)] == [2]
+    assert_resumes_exactly_once(run_dir, math_config, steps=6)
+
+
+def assert_resumes_exactly_once(run_dir, math_config, steps: int) -> None:
     resumed = run_train(["--resume", str(run_dir), math_config])
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     summary = read_summary(run_dir)
-    assert summary["final_version"] == 6
+    assert summary["final_version"] == steps
     records = audit(run_dir)
     ids = [i for rec in records for i in rec["ids"]]
     assert len(ids) == len(set(ids)), "a trajectory was trained twice"
-    assert records[-1]["step"] == 6
+    assert records[-1]["step"] == steps
     buf = summary["buffer"]
     assert buf["pending"] == 0
     assert buf["produced"] == buf["consumed"] + buf["dead_lettered"] + buf["duplicates"] + buf["depth"]
+
+
+def forked_children(pid: int) -> list[int]:
+    """Children of pid that are forks of it (same command line: Megatron's checkpoint writer processes)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return []
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and (stat.parent / "cmdline").read_bytes() == cmdline:
+                found.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+def test_trainer_killed_while_writing_a_checkpoint_stops_the_run_and_resumes(math_config, tiny_model_path,
+                                                                            tmp_path):
+    """Killed while Megatron's forked writers are saving: the writers die with it (they hold Ray's connection:
+    alive, the run would wait forever for a trainer Ray thinks is alive), the half-written step is ignored."""
+    run_dir, steps = tmp_path / "run", 40
+    args = [math_config, *tiny_overrides(tiny_model_path, run_dir, **{
+        "trainer.max_steps": steps, "trainer.checkpoint_every": 1, "buffer.high_water": 64})]
+    proc = start_train(args, tmp_path / "first.log")
+    try:
+        wait_for_step(run_dir, 1, proc)
+        trainer = pid_of(run_dir, "trainer-0")
+        deadline = time.monotonic() + 300
+        while not (writers := forked_children(trainer)):
+            assert proc.poll() is None and time.monotonic() < deadline, "never saw a checkpoint writer process"
+        os.kill(trainer, signal.SIGKILL)
+        assert proc.wait(120) != 0
+        assert not [w for w in writers if alive(w)], "a checkpoint writer outlived the trainer"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert_resumes_exactly_once(run_dir, math_config, steps=steps)
 
 
 @pytest.mark.slow

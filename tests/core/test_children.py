@@ -1,0 +1,73 @@
+"""A forked child dies with the process that forked it once die_with_parent_on_fork is on (and, without it, lives
+on: the failure the trainer had when killed during a checkpoint, with Megatron's forked writers keeping Ray's
+connection open)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+
+PARENT = textwrap.dedent("""
+    import os, sys, time
+    from slime_rl.children import die_with_parent_on_fork
+    if sys.argv[1] == "on":
+        assert die_with_parent_on_fork()
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(120)
+        os._exit(0)
+    open(sys.argv[2], "w").write(str(pid))
+    time.sleep(120)
+""")
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's zombie waits for whoever reaps it here)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _child_after_parent_killed(tmp_path: Path, mode: str) -> tuple[int, bool]:
+    pid_file = tmp_path / f"child-{mode}"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, mode, str(pid_file)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline, "the parent never forked"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return child, _alive(child)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def test_forked_child_dies_with_its_parent(tmp_path):
+    _, alive = _child_after_parent_killed(tmp_path, "on")
+    assert not alive
+
+
+def test_without_it_a_forked_child_outlives_its_parent(tmp_path):
+    child, alive = _child_after_parent_killed(tmp_path, "off")
+    try:
+        assert alive
+    finally:
+        if alive:
+            os.kill(child, signal.SIGKILL)
