@@ -51,6 +51,7 @@ def train(cfg: RunConfig, resume: Path | None = None) -> int:
         before = evaluate(ctx, held_out)
         ctx.metrics.log("eval", before, step=0)
         console.print(f"held-out reward before training: {before['reward_mean']:.3f} ({before['samples']} prompts)")
+        ctx.wait_until_ready()
         loop = async_loop if cfg.mode == "async" else sync_loop
         board = TensorBoardLog(run_dir / "tensorboard")
         with _progress(cfg) as (progress, task):

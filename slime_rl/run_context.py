@@ -166,6 +166,12 @@ class RunContext:
                                          token=d.token)
         self.stack.callback(self.dashboard.stop)
 
+    def wait_until_ready(self, timeout: float = 300.0) -> None:
+        """Block until the trainer and the rollout workers have finished constructing (weights loaded, tokenizer
+        read), so a training loop starts with every part able to work; a constructor's error is raised here."""
+        actors = [self.trainer.step.remote()] + [w.stats.remote() for w in [*self.workers, self.eval_worker]]
+        wait_ready(actors, timeout)
+
     def buffer_stats(self) -> dict[str, int]:
         from .buffer import TrajectoryBuffer
 

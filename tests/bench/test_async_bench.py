@@ -25,6 +25,11 @@ def test_idle_fractions_speedup_and_ideal():
     s = measure("sync", 25.0, history, {"tokens": 100, "per_worker": [{"active_s": 12.0}]})
     c = compare(s, a)
     assert c["speedup_vs_sync"] == pytest.approx(2.5) and c["ratio_to_ideal"] == pytest.approx(10.0 / 8.0)
+    assert c["trained_tokens_per_s_speedup"] == pytest.approx(2.5)
+    # sync trained twice the tokens in its 25 s: per trained token, async is 21 / 16.8 = 1.25x faster
+    longer = measure("sync", 25.0, [{**m, "tokens": 2 * m["tokens"]} for m in history],
+                     {"tokens": 100, "per_worker": [{"active_s": 12.0}]})
+    assert compare(longer, a)["trained_tokens_per_s_speedup"] == pytest.approx(1.25)
 
 
 def test_both_modes_share_everything_but_the_mode(tmp_path):

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from slime_rl.bench.trl_compare import (LoadSampler, bench_config, compare, env_reward, greedy_eval, prompt_rows,
-                                        single_turn_env, slime_train_window, trl_args)
+from slime_rl.bench.trl_compare import (LoadSampler, bench_config, compare, distinct_prompts, env_reward,
+                                        greedy_eval, prompt_rows, reward_delta_se, single_turn_env,
+                                        slime_train_window, trl_args)
 from slime_rl_examples.math_env import ArithmeticEnv
 
 SAMPLE = {"id": "1-0", "question": "What is 3 + 4?", "answer": "7"}
@@ -66,11 +67,29 @@ def test_slime_window_runs_from_the_first_eval_to_the_last_step(tmp_path):
 
 def test_compare_ratio_and_target():
     trl = {"samples_per_s": 2.0, "wall_s": 16.0, "heldout_reward_after": 0.5}
-    fast = compare({"samples_per_s": 5.0, "wall_s": 6.4, "heldout_reward_after": 0.5}, trl)
-    assert fast["throughput_ratio_vs_trl"] == 2.5 and fast["meets_target"]
+    fast = compare({"samples_per_s": 5.0, "wall_s": 6.4, "heldout_reward_after": 0.5}, trl, distinct_prompts=90)
+    assert fast["throughput_ratio_vs_trl"] == 2.5 and fast["meets_target"] and fast["reward_not_worse"]
     assert fast["wall_ratio_trl_over_slime"] == 2.5
-    worse = compare({"samples_per_s": 5.0, "wall_s": 6.4, "heldout_reward_after": 0.4}, trl)
+    # 0.1 lower over 10,000 prompts is far outside the noise (2 SE = 0.014): not equal
+    worse = compare({"samples_per_s": 5.0, "wall_s": 6.4, "heldout_reward_after": 0.4}, trl, distinct_prompts=10_000)
     assert not worse["meets_target"] and worse["heldout_reward_after_delta_vs_trl"] == pytest.approx(-0.1)
+    assert worse["heldout_reward_delta_se"] == pytest.approx(((0.24 + 0.25) / 10_000) ** 0.5)
+    slow = compare({"samples_per_s": 3.0, "wall_s": 10.0, "heldout_reward_after": 0.5}, trl, distinct_prompts=90)
+    assert not slow["meets_target"] and slow["reward_within_noise"]
+
+
+def test_a_reward_lower_within_noise_counts_as_equal_but_not_as_better():
+    trl = {"samples_per_s": 1.0, "wall_s": 10.0, "heldout_reward_after": 0.96875}
+    c = compare({"samples_per_s": 2.5, "wall_s": 4.0, "heldout_reward_after": 0.953125}, trl, distinct_prompts=90)
+    assert not c["reward_not_worse"] and c["reward_within_noise"] and c["meets_target"]
+    assert c["heldout_reward_delta_se"] == pytest.approx(reward_delta_se(0.953125, 0.96875, 90))
+    assert c["heldout_distinct_prompts"] == 90
+
+
+def test_held_out_set_counts_its_distinct_prompts(tmp_path):
+    cfg = bench_config(tmp_path / "run", steps=2)
+    assert cfg.eval_samples == 200
+    assert distinct_prompts(cfg) == 90  # examples/math/eval.jsonl: 200 rows, 90 different questions
 
 
 class RecordingEnv(ArithmeticEnv):
