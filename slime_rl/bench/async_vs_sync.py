@@ -86,11 +86,11 @@ def measure(mode: str, wall: float, history: list[dict[str, Any]], rollout: dict
 
 def compare(sync: dict[str, Any], async_: dict[str, Any]) -> dict[str, Any]:
     ideal = max(async_["rollout_busy_s"], async_["trainer_busy_s"])
-    rate = {m: r["trained_tokens"] / r["wall_s"] if r["wall_s"] else 0.0 for m, r in (("sync", sync), ("async", async_))}
+    sync_rate, async_rate = (r["trained_tokens"] / r["wall_s"] if r["wall_s"] else 0.0 for r in (sync, async_))
     return {"speedup_vs_sync": sync["wall_s"] / async_["wall_s"],
             # the same steps, but async trains fewer tokens (long-tail groups still in flight or over tau): the
             # speedup in trained tokens per second is the stricter reading
-            "trained_tokens_per_s_speedup": rate["async"] / rate["sync"] if rate["sync"] else float("inf"),
+            "trained_tokens_per_s_speedup": async_rate / sync_rate if sync_rate else float("inf"),
             "ideal_s": ideal, "ratio_to_ideal": async_["wall_s"] / ideal if ideal else float("inf")}
 
 

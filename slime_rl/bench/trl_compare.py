@@ -255,7 +255,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "groups_per_step": r.groups_per_step, "max_new_tokens": s.max_new_tokens,
                 "temperature": s.temperature, "lr": cfg.trainer.lr, "eval_samples": cfg.eval_samples,
                 "dtype": cfg.model.dtype}
-    return {**compare(slime_result, trl_result, distinct), "workload": workload, "slime": slime_result, "trl": trl_result}
+    return {**compare(slime_result, trl_result, distinct), "workload": workload, "slime": slime_result,
+            "trl": trl_result}
 
 
 def _mean(xs: list[float]) -> float:
