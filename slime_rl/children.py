@@ -13,7 +13,7 @@ import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
-_installed = False
+_prctl = None  # resolved once in the parent: a child forked from a threaded process must not dlopen
 _forking_pid = 0  # set in the parent just before each fork, read in the child
 
 
@@ -23,8 +23,7 @@ def _before_fork() -> None:
 
 
 def _in_child() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != _forking_pid:  # the parent died between fork and prctl: nothing would signal us
         os._exit(1)
 
@@ -33,10 +32,10 @@ def die_with_parent_on_fork() -> bool:
     """From now on every os.fork() child of this process gets SIGKILL when this process dies (once per process;
     Linux only: elsewhere a no-op that returns False). The signal follows the forking thread, so fork from
     threads that live as long as the process (Megatron forks from the actor's main thread)."""
-    global _installed
+    global _prctl
     if not sys.platform.startswith("linux"):
         return False
-    if not _installed:
+    if _prctl is None:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
         os.register_at_fork(before=_before_fork, after_in_child=_in_child)
-        _installed = True
     return True
