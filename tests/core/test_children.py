@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from proc_helpers import alive
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
 
 PARENT = textwrap.dedent("""
@@ -29,15 +31,6 @@ PARENT = textwrap.dedent("""
 """)
 
 
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (an orphan's zombie waits for whoever reaps it here)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
 def _child_after_parent_killed(tmp_path: Path, mode: str) -> tuple[int, bool]:
     pid_file = tmp_path / f"child-{mode}"
     parent = subprocess.Popen([sys.executable, "-c", PARENT, mode, str(pid_file)])
@@ -47,13 +40,13 @@ def _child_after_parent_killed(tmp_path: Path, mode: str) -> tuple[int, bool]:
             assert time.monotonic() < deadline, "the parent never forked"
             time.sleep(0.05)
         child = int(pid_file.read_text())
-        assert _alive(child)
+        assert alive(child)
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 5
-        while _alive(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return child, _alive(child)
+        return child, alive(child)
     finally:
         if parent.poll() is None:
             parent.kill()

@@ -5,11 +5,11 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from e2e_helpers import pid_of, read_summary, run_train, start_train, tiny_overrides, wait_for_step
+from proc_helpers import alive, forked_children
 
 
 def audit(run_dir) -> list[dict]:
@@ -47,30 +47,6 @@ def assert_resumes_exactly_once(run_dir, math_config, steps: int) -> None:
     assert buf["produced"] == buf["consumed"] + buf["dead_lettered"] + buf["duplicates"] + buf["depth"]
 
 
-def forked_children(pid: int) -> list[int]:
-    """Children of pid that are forks of it (same command line: Megatron's checkpoint writer processes)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return []
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == pid and (stat.parent / "cmdline").read_bytes() == cmdline:
-                found.append(int(stat.parent.name))
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 @pytest.mark.slow
 def test_trainer_killed_while_writing_a_checkpoint_stops_the_run_and_resumes(math_config, tiny_model_path,
                                                                             tmp_path):
@@ -84,7 +60,7 @@ def test_trainer_killed_while_writing_a_checkpoint_stops_the_run_and_resumes(mat
         wait_for_step(run_dir, 1, proc)
         trainer = pid_of(run_dir, "trainer-0")
         deadline = time.monotonic() + 300
-        while not (writers := forked_children(trainer)):
+        while not (writers := forked_children(trainer)):  # no sleep: a writer lives for tens of milliseconds
             assert proc.poll() is None and time.monotonic() < deadline, "never saw a checkpoint writer process"
         os.kill(trainer, signal.SIGKILL)
         assert proc.wait(120) != 0
