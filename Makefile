@@ -4,7 +4,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-MODEL_DIR := .cache/models/SmolLM2-135M-Instruct
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
@@ -35,10 +34,10 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/test.txt requirement
 	$(PIP) install -q -c requirements/constraints.txt --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-model: $(MODEL_DIR)/config.json
-
-$(MODEL_DIR)/config.json: | $(STAMP)
-	$(VENV)/bin/slime-rl model convert --out $(MODEL_DIR)
+# once per machine, into the model store (~/.cache/slime-rl/models, or SLIME_RL_MODELS): configs name the model,
+# so a `ray job submit` job, which runs in an uploaded copy of the project, finds it too; a no-op when it is there
+model: | $(STAMP)
+	$(VENV)/bin/slime-rl model convert
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 """A multi-turn tool-use environment: the model may write `<calc>EXPR</calc>`; the environment evaluates the
 arithmetic expression safely and answers with `<result>VALUE</result>` as the next user turn. The episode ends when
-the model answers without a tool call (or after env.max_turns); reward 1 if its last number is the answer."""
+the model answers without a tool call (or after max_turns model turns); reward 1 if its last number is the answer."""
 from __future__ import annotations
 
 import ast
@@ -39,6 +39,7 @@ def safe_eval(expr: str) -> int:
 
 class CalculatorEnv(Env):
     name = "calculator"
+    max_turns = 3  # a tool call and its result, then the answer
 
     async def reset(self, sample: dict[str, Any]) -> ResetResult:
         self.sample = sample

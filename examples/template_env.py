@@ -10,7 +10,7 @@ PYTHONPATH):
       dataset: data/train.jsonl          # one JSON object per line; each row is a `sample` below
       eval_dataset: data/eval.jsonl
       kwargs: {difficulty: 2}            # passed to MyEnv(**kwargs) and to MyEnv.load_dataset(..., **kwargs)
-      max_turns: 4                       # > 1 for multi-turn environments
+      max_turns: 4                       # optional: overrides the class's `max_turns` (model turns per episode)
       step_timeout_s: 60                 # reset/step time limit; over it the sample fails, the run goes on
       reward_timeout_s: 30               # reward time limit
       reward_fn: my_pkg.rewards:score    # optional: fn(sample, response_text) -> float replaces the env's reward
@@ -28,7 +28,9 @@ The contract (slime_rl.env_api)
 - Multi-turn: subclass `Env`, implement `async reset(sample) -> ResetResult(messages=...)` and
   `async step(response_text) -> StepResult(observation=..., done=..., reward=...)`. Until `done`, the observation
   is appended as the next chat turn (role `observation_role`, default "user") and the model answers again.
-  `reward` is required on the step that ends the episode (or when env.max_turns runs out).
+  An episode is cut after `max_turns` model turns: the class attribute (8 for `Env`, 1 for `SingleTurnEnv`), or
+  `env.max_turns` in the config. `reward` is required on the step that ends the episode, by `done=True` or by that
+  cut: a step with `done=False` should carry the reward the episode gets if it is cut there.
 - Token-in-token-out: you only ever see text. The worker keeps the model's tokens exactly as the engine sampled
   them (trained, loss mask 1) and tokenises your observations once (not trained, loss mask 0).
 - Failures are contained: an exception or a timeout in reset/step/reward/close marks that one sample
@@ -60,6 +62,7 @@ class TemplateMultiTurnEnv(Env):
     Rows look like {"secret": 7}; reward 1 for a hit, less the more turns it took."""
 
     name = "template-multi-turn"
+    max_turns = 4  # one per guess: the episode ends by itself within max_guesses (default 4) turns
 
     def __init__(self, low: int = 0, high: int = 9, max_guesses: int = 4, **kwargs: Any):
         super().__init__(low=low, high=high, max_guesses=max_guesses, **kwargs)
@@ -81,7 +84,7 @@ class TemplateMultiTurnEnv(Env):
         if self.guesses >= self.max_guesses:
             return StepResult(done=True, reward=0.0, info={"guesses": self.guesses})
         hint = "Reply with one number." if guess is None else ("Higher." if guess < self.secret else "Lower.")
-        return StepResult(observation=hint, done=False, reward=0.0)  # the reward if env.max_turns runs out here
+        return StepResult(observation=hint, done=False, reward=0.0)  # the reward if max_turns runs out here
 
     @classmethod
     def load_dataset(cls, path: Any, split: str = "train", low: int = 0, high: int = 9,

@@ -14,6 +14,7 @@ from .versions import pack_weights
 
 _scratch: np.ndarray | None = None
 _scratch_lock = threading.Lock()  # one packing at a time per process: the next one overwrites the buffer
+PUT_TIMEOUT_S = 600.0  # the root relay verifies the blob (checksums) in place: minutes only if it is stuck
 
 
 class WeightPublisher:
@@ -27,6 +28,7 @@ class WeightPublisher:
             manifest, blob = pack_weights(version, named_tensors, out=_scratch)
             _scratch = blob.base if blob.base is not None else blob
             ref = ray.put(blob)  # copied into the object store: the buffer is free again
-        taken = ray.get(self.root.put.remote(manifest, [ref]))  # wrapped: the root reads the object store itself
+        # wrapped: the root reads the object store itself
+        taken = ray.get(self.root.put.remote(manifest, [ref]), timeout=PUT_TIMEOUT_S)
         return {"version": version, "bytes": manifest.total_bytes, "blocked_s": time.perf_counter() - started,
                 "accepted": taken, "published_at": time.time()}

@@ -10,22 +10,26 @@ import httpx
 import ray
 
 from slime_rl.metrics import MetricsSink
+from slime_rl.run_keys import RunKeys
 
 from .delivery import deliver
 from .versions import IntegrityError, Manifest, verify
-from .worker import WEIGHTS_STREAM
+from .worker import FETCH_TIMEOUT_S
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class EngineSyncer:
     def __init__(self, engine_url: str, relays: list, redis_url: str, run_dir: str | None = None,
-                 wait_for_relay_s: float = 30.0, transport: str = "auto"):
+                 wait_for_relay_s: float = 30.0, transport: str = "auto", *, keys: RunKeys, start_id: str = "0-0"):
+        """`start_id`: read the run's weights stream after this entry; announcements up to it were made by
+        relays of an earlier start of the run (before a resume), which no longer hold those versions."""
         from slime_rl.buffer import connect
 
         self.engine_url = engine_url.rstrip("/")
         self.relays = relays  # preferred first
         self.redis = connect(redis_url)  # rides out a Redis restart
-        self.metrics = MetricsSink(f"syncer-{engine_url}", redis_url, run_dir)
+        self.metrics = MetricsSink(f"syncer-{engine_url}", redis_url, run_dir, keys=keys)
+        self.weights_stream, self.start_id = keys.weights, start_id
         self.wait_for_relay_s = wait_for_relay_s
         self.transport = transport
         # one client for the syncer's life: a bare httpx.get builds a TLS context per call, ~33 ms of CPU
@@ -42,9 +46,6 @@ class EngineSyncer:
         return {"engine": self.engine_url, "version": self.version, "last_sync_s": self.last_sync_s,
                 "rejected": self.rejected}
 
-    def set_engine(self, url: str) -> None:
-        self.engine_url = url.rstrip("/")
-
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)  # the loop wakes every half second and closes its client on the way out
@@ -56,10 +57,10 @@ class EngineSyncer:
             return -1
 
     def _loop(self) -> None:
-        last_id = "0-0"
+        last_id = self.start_id
         while not self._stop.is_set():
             try:
-                got = self.redis.xread({WEIGHTS_STREAM: last_id}, block=500, count=100)
+                got = self.redis.xread({self.weights_stream: last_id}, block=500, count=100)
             except Exception:
                 time.sleep(0.5)
                 continue
@@ -97,10 +98,10 @@ class EngineSyncer:
                 try:
                     newest = ray.get(relay.newest.remote(), timeout=10)
                     if newest >= version:
-                        got = ray.get(relay.fetch.remote(newest), timeout=120)
+                        got = ray.get(relay.fetch.remote(newest), timeout=FETCH_TIMEOUT_S)
                         if got is not None:
                             manifest, (ref,) = got
-                            yield manifest, ray.get(ref, timeout=120)
+                            yield manifest, ray.get(ref, timeout=FETCH_TIMEOUT_S)
                 except ray.exceptions.RayError:
                     continue  # that relay (or the copy it owns) is gone or stuck: try the next one
             time.sleep(0.1)

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import ray
 
+from slime_rl.run_keys import RunKeys
+
 from .versions import Manifest, VersionStore
 
-WEIGHTS_STREAM = "slime:weights"
+FETCH_TIMEOUT_S = 120.0  # reading a version's blob from the object store (the syncers use the same bound)
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
 class RelayWorker:
-    def __init__(self, name: str, keep: int, redis_url: str):
+    def __init__(self, name: str, keep: int, redis_url: str, keys: RunKeys):
         from slime_rl.buffer import connect
 
         self.name = name
+        self.weights_stream = keys.weights  # announcements of the versions this relay holds, for the syncers
         self.store = VersionStore(keep=keep)  # version -> (manifest, ObjectRef of the verified blob)
         self.children: list = []
         self.redis = connect(redis_url)  # rides out a Redis restart
@@ -28,11 +31,12 @@ class RelayWorker:
         """Store a version (verified) and start forwarding it; returns once this relay holds it.
         `held` is [ObjectRef of the blob]: wrapped in a list so that Ray passes the reference, not a copy."""
         (ref,) = held
-        if not self.store.offer(manifest, ray.get(ref), keep_as=lambda _: ref):  # old versions: refused unread
+        # old versions are refused unread; a blob that cannot be read within the deadline is a lost object
+        if not self.store.offer(manifest, ray.get(ref, timeout=FETCH_TIMEOUT_S), keep_as=lambda _: ref):
             return False
         for child in self.children:
             child.put.remote(manifest, [ref])
-        self.redis.xadd(WEIGHTS_STREAM, {"version": manifest.version, "relay": self.name}, maxlen=1000)
+        self.redis.xadd(self.weights_stream, {"version": manifest.version, "relay": self.name}, maxlen=1000)
         return True
 
     def newest(self) -> int:
@@ -42,6 +46,3 @@ class RelayWorker:
         """(manifest, [ref]): the reference is wrapped so Ray passes it on instead of copying the blob out of us."""
         got = self.store.get(version)
         return None if got is None else (got[0], [got[1]])
-
-    def ping(self) -> str:
-        return self.name

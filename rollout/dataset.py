@@ -24,8 +24,8 @@ class PromptDataset:
             raise EnvError(f"{name}: row {bad[0]} is {type(rows[bad[0]]).__name__}, expected a dict")
         self.rows, self.shuffle, self.seed = rows, shuffle, seed
         self.worker_index, self.num_workers = worker_index, num_workers
-        self.position = worker_index % num_workers  # position in the endless, epoch-shuffled stream (an extra
-        # worker beyond num_workers, e.g. the evaluation one, shares a producer's stride)
+        self.first = worker_index % num_workers  # this worker's first position in the endless, epoch-shuffled
+        # stream (an extra worker beyond num_workers, e.g. the evaluation one, shares a producer's stride)
         self._epoch, self._order = -1, list(range(len(rows)))
 
     def __len__(self) -> int:
@@ -40,17 +40,15 @@ class PromptDataset:
             self._epoch = epoch
         return self._order[offset]
 
-    def next(self) -> tuple[int, dict[str, Any]]:
-        """(row index, row): this worker's next prompt."""
-        i = self._index_at(self.position)
-        self.position += self.num_workers
+    def position(self, slot: int) -> int:
+        """Where this worker's slot-th prompt sits in the shared stream."""
+        return self.first + slot * self.num_workers
+
+    def at(self, slot: int) -> tuple[int, dict[str, Any]]:
+        """(row index, row): this worker's slot-th prompt (slots 0, 1, 2, ... are its share of the order; which ones
+        are done is the worker's PromptProgress)."""
+        i = self._index_at(self.position(slot))
         return i, self.rows[i]
-
-    def state(self) -> dict[str, int]:
-        return {"position": self.position}
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.position = int(state["position"])
 
 
 def load_prompts(env_cls: type[Env], path: Any, split: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:

@@ -83,12 +83,6 @@ class EngineClient:
     async def abort(self, rid: str | None = None, abort_all: bool = False) -> None:
         await self._post("/abort_request", {"rid": rid, "abort_all": abort_all})
 
-    async def pause(self, mode: str = "abort") -> None:
-        await self._post("/pause_generation", {"mode": mode})
-
-    async def resume(self) -> None:
-        await self._post("/continue_generation", {})
-
     async def health(self, timeout: float = 2.0) -> bool:
         try:
             return (await self.http.get("/health", timeout=timeout)).status_code == 200

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from slime_rl.children import spawn
 from slime_rl.net import free_port
 
 
@@ -51,8 +52,9 @@ class EngineProcess:
 def _spawn(argv: list[str], port: int, log_path: Path | None, timeout: float) -> EngineProcess:
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    # its own session (stopped as a group, with anything it starts), killed if the process that started it dies
+    proc = spawn(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                 start_new_session=True)
     engine = EngineProcess(f"http://127.0.0.1:{port}", port, proc, argv, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

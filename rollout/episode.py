@@ -48,6 +48,8 @@ class EpisodeRunner:
         self._prompt_cache: dict[tuple, list[int]] = {}
         self.aborting: set[str] = set()  # group ids being cut off: start no new request for them
         self.reward_fn = load_reward_fn(env_cfg.reward_fn) if env_cfg.reward_fn else None
+        self.max_turns = env_cfg.max_turns or env_cls.max_turns
+        self._turn_limit_source = "env.max_turns" if env_cfg.max_turns else f"{env_cls.__name__}.max_turns"
 
     def encode_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat template runs once per prompt, not once per sample of its group."""
@@ -90,7 +92,7 @@ class EpisodeRunner:
                 traj.response_ids, traj.rollout_logprobs = list(resume.output_ids), list(resume.logprobs)
                 traj.versions, traj.loss_mask = list(resume.versions), [1] * carried
                 traj.metadata["resumed"] = resume.aborts
-            for turn in range(self.env_cfg.max_turns):
+            for turn in range(self.max_turns):
                 budget = self.max_new_tokens(sample) - carried
                 res = GenerateResult([], [], [], "length", "", "")  # a resume with no budget left
                 if group_id in self.aborting:
@@ -114,10 +116,10 @@ class EpisodeRunner:
                                         skip_special_tokens=True)
                 step = await self._step(env, reply)
                 traj.finish_reason = res.finish_reason
-                if step.done or turn == self.env_cfg.max_turns - 1:
+                if step.done or turn == self.max_turns - 1:
                     reward = step.reward if self.reward_fn is None else await self._reward_fn(sample, reply)
                     if reward is None:
-                        raise EnvError("the environment ended the episode without a reward")
+                        raise EnvError(self._no_reward(cut=not step.done))
                     traj.reward = float(reward)
                     truncated = res.finish_reason == "length" or not step.done
                     traj.status = Status.TRUNCATED if truncated else Status.COMPLETED
@@ -160,6 +162,12 @@ class EpisodeRunner:
             return await asyncio.wait_for(self.reward_fn(sample, reply), timeout)
         return await asyncio.wait_for(asyncio.to_thread(self.reward_fn, sample, reply), timeout)
 
+    def _no_reward(self, cut: bool) -> str:
+        if not cut:
+            return "the environment ended the episode (done=True) without a reward"
+        return (f"the episode was cut at {self._turn_limit_source}={self.max_turns} and the environment's last step "
+                f"gave no reward (set env.max_turns, or return a reward on that step)")
+
     def _fail(self, traj: Trajectory, reason: str) -> None:
         traj.status = Status.FAILED
         traj.reward = 0.0
@@ -167,7 +175,7 @@ class EpisodeRunner:
 
     def _aborted(self, traj: Trajectory, sample: dict[str, Any], key: str, turn: int,
                  resume: Partial | None) -> Trajectory | Partial:
-        if self.env_cfg.max_turns == 1 and turn == 0:
+        if self.max_turns == 1 and turn == 0:
             return Partial(key, sample, traj.group_id, traj.sample_index, traj.prompt_ids, traj.response_ids,
                            traj.rollout_logprobs, traj.versions, aborts=(resume.aborts + 1) if resume else 1)
         traj.status = Status.ABORTED  # multi-turn episodes are not resumed mid-conversation

@@ -57,6 +57,7 @@ class PendingGroup:
     prompt_index: int
     done: list[Trajectory] = field(default_factory=list)
     partials: list[Partial] = field(default_factory=list)
+    slot: int = -1  # which of its worker's prompts (see progress.PromptProgress)
 
     def first_version(self) -> int | None:
         """The oldest policy version any of its tokens came from (the group's staleness clock)."""

@@ -8,6 +8,8 @@ push is still on its way to the engines. A request an engine aborts (e.g. a weig
 at once from its tokens.
 sync mode (`generate_groups`): start over_provision x the needed groups, push the first ones to finish, abort
 the long tail and keep those partials to resume first next time (or drop them when partial_rollouts is off).
+Each worker's place in its prompts (progress.PromptProgress) is stored with its pushes, so a restarted worker
+redoes only the groups that were in flight.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
@@ -25,11 +28,13 @@ from slime_rl.config import RunConfig
 from slime_rl.env_api import load_env_class
 from slime_rl.metrics import MetricsSink
 from slime_rl.net import write_pid
+from slime_rl.run_keys import RunKeys
 from slime_rl.trajectory import Status, Trajectory, TrajectoryGroup
 
 from .dataset import PromptDataset, load_prompts
 from .episode import EpisodeRunner
 from .partial import Partial, PendingGroup, PartialStore
+from .progress import PromptProgress
 from .router import Router
 
 
@@ -49,16 +54,29 @@ class RolloutWorkerCore:
         self.router = Router(engine_urls, timeout=cfg.engines.request_timeout_s,
                              health_interval_s=self.rc.health_interval_s, repack_below=self.rc.repack_below)
         self.runner = EpisodeRunner(self.env_cls, cfg.env, self.rc.sampling, self.tokenizer, self.router)
-        self.buffer = TrajectoryBuffer(cfg.buffer, redis_url, consumer=f"rollout-{worker_index}")
-        self.metrics = MetricsSink(f"rollout-{worker_index}", redis_url, run_dir)
+        keys = RunKeys.of(cfg)
+        self.buffer = TrajectoryBuffer(cfg.buffer, redis_url, consumer=f"rollout-{worker_index}", keys=keys)
+        self.metrics = MetricsSink(f"rollout-{worker_index}", redis_url, run_dir, keys=keys)
         self.store = PartialStore(cfg.loss.staleness_tau)
         self._stopping = False
         self.started = self.pushed = self.tokens = self.failed = self.aborted = 0
+        # this worker's place in its prompts, stored with each push and restored here; the evaluation worker (an
+        # index beyond num_workers) pushes nothing and keeps none
+        self._progress_field = str(worker_index) if worker_index < self.rc.num_workers else None
+        saved = self.buffer.progress(self._progress_field) if self._progress_field else None
+        self.progress = PromptProgress.from_wire(saved) if saved else PromptProgress()
+        self.started = self.progress.finished  # a restarted worker goes on with the run's capacity count
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="buffer-writer")  # states reach Redis in order
         self._aborted_logged = 0
         self.active_s = 0.0
         self._active_since: float | None = None
         self._inflight = 0
         self.engine_version = 0  # oldest version held by the engines, as last asked
+        # for a run that cannot make progress: why episodes ended untrainable, and whether this worker is waiting
+        self.episodes = 0
+        self.failures: Counter[str] = Counter()
+        self.groups_in_flight = 0
+        self.at_capacity = False
 
     # --- public API -------------------------------------------------------------------------------------
     async def run(self, max_groups: int | None = None) -> dict[str, Any]:
@@ -68,7 +86,9 @@ class RolloutWorkerCore:
         width = max(1, self.rc.concurrency // self.rc.group_size)
         tasks: dict[asyncio.Task, PendingGroup] = {}
         while not self._stopping and (max_groups is None or self.started < max_groups):
-            if len(tasks) < width and self.started < await self._capacity():
+            self.groups_in_flight = len(tasks)
+            self.at_capacity = self.started >= await self._capacity()
+            if len(tasks) < width and not self.at_capacity:
                 g = self._new_group()
                 tasks[asyncio.create_task(self._produce(g))] = g
                 continue
@@ -87,7 +107,10 @@ class RolloutWorkerCore:
         self.router.start()
         version = await asyncio.to_thread(self.buffer.policy_version)
         want = max(num_groups, math.ceil(num_groups * self.rc.over_provision))
-        pending = self.store.take(version, limit=want)
+        stale = [g for g in self.store.waiting if g.is_stale(version, self.store.tau)]
+        pending = self.store.take(version, limit=want)  # drops the stale ones: their prompts are used up
+        for g in stale:
+            await self._finish(g.slot)
         pending += [self._new_group() for _ in range(want - len(pending))]
         tasks = {asyncio.create_task(self._run_group(g)): g for g in pending}
         waiting, pushed = set(tasks), 0
@@ -115,8 +138,9 @@ class RolloutWorkerCore:
         trajs = await asyncio.gather(*(one(i, s) for i, s in enumerate(samples)))
         rewards = [t.reward for t in trajs]
         lengths = [sum(t.loss_mask) for t in trajs]
+        failures = Counter(t.untrainable_reason for t in trajs if t.status == Status.FAILED)
         return {"reward_mean": sum(rewards) / len(rewards) if rewards else 0.0, "samples": len(rewards),
-                "failed": sum(t.status == Status.FAILED for t in trajs),
+                "failed": sum(failures.values()), "failure_reasons": dict(failures.most_common(10)),
                 "response_len_mean": sum(lengths) / len(lengths) if lengths else 0.0}
 
     def stop(self) -> None:
@@ -129,7 +153,9 @@ class RolloutWorkerCore:
                 "tokens_per_s": self.tokens / active if active else 0.0, "partials": self.store.num_partials(),
                 "waiting_groups": len(self.store), "resumed": self.store.resumed,
                 "partials_dropped": self.store.dropped_samples, "repacked": self.router.repacked,
-                "engines": self.router.load()}
+                "engines": self.router.load(), "episodes": self.episodes,
+                "failure_reasons": dict(self.failures.most_common(10)), "groups_in_flight": self.groups_in_flight,
+                "at_capacity": self.at_capacity}
 
     # --- internals --------------------------------------------------------------------------------------
     async def _capacity(self) -> int:
@@ -148,9 +174,27 @@ class RolloutWorkerCore:
         return self.engine_version
 
     def _new_group(self) -> PendingGroup:
-        i, row = self.dataset.next()
+        slot = self.progress.next_slot()
+        i, row = self.dataset.at(slot)
         self.started += 1
-        return PendingGroup(row, uuid.uuid4().hex, i)
+        return PendingGroup(row, uuid.uuid4().hex, i, slot=slot)
+
+    def _give_back(self, g: PendingGroup) -> None:
+        """A group cut short by stop(): its prompt is run again first, as if it had never started."""
+        self.progress.give_back(g.slot)
+        self.started -= 1
+
+    async def _finish(self, slot: int, group: TrajectoryGroup | None = None) -> None:
+        """The prompt in `slot` is used up: store the new progress with the group's XADD when it is pushed, alone
+        when the group was dropped on purpose (stale, or its tail discarded), as a run that never stopped would
+        skip it too."""
+        self.progress.finish(slot)
+        progress = (self._progress_field, self.progress.to_wire()) if self._progress_field else None
+        loop = asyncio.get_running_loop()
+        if group is not None:
+            await loop.run_in_executor(self._writer, lambda: self.buffer.put(group, progress=progress))
+        elif progress is not None:
+            await loop.run_in_executor(self._writer, self.buffer.save_progress, *progress)
 
     async def _reap(self, tasks: dict[asyncio.Task, PendingGroup], timeout: float | None) -> None:
         if not tasks:
@@ -166,11 +210,15 @@ class RolloutWorkerCore:
         for attempt in range(1, 1_000_000):
             group = await self._run_group(g)
             if group is not None:
-                await self._push(group)
+                await self._push(group, g.slot)
                 return
             version = await asyncio.to_thread(self.buffer.policy_version)
             if self._stopping or not self.rc.partial_rollouts or g.is_stale(version, self.cfg.loss.staleness_tau):
                 self.store.dropped_samples += len(g.partials) + len(g.done)
+                if self._stopping:
+                    self._give_back(g)
+                else:
+                    await self._finish(g.slot)
                 return
             self.store.resumed += len(g.partials)
             await asyncio.sleep(min(0.1 * attempt, 2.0))  # a paused engine aborts at once: do not spin on it
@@ -178,10 +226,11 @@ class RolloutWorkerCore:
     async def _settle(self, result: TrajectoryGroup | None, g: PendingGroup, room: bool) -> int:
         """sync mode: push a finished group if this step still needs one; otherwise keep it for the next step."""
         if result is not None and room:
-            await self._push(result)
+            await self._push(result, g.slot)
             return 1
         if result is None and not self.rc.partial_rollouts:
             self.store.dropped_samples += len(g.partials) + len(g.done)  # the long tail is discarded
+            await self._finish(g.slot)
             return 0
         self.store.put(g)
         return 0
@@ -198,6 +247,10 @@ class RolloutWorkerCore:
                 self._leave()
             for out in outs:
                 (g.partials if isinstance(out, Partial) else g.done).append(out)
+                if isinstance(out, Trajectory):
+                    self.episodes += 1
+                    if not out.trainable:
+                        self.failures[out.untrainable_reason] += 1
             if g.partials:
                 self.aborted += len(g.partials)
                 return None
@@ -210,8 +263,8 @@ class RolloutWorkerCore:
             out = await self.runner.run(sample, gid, i, greedy=greedy, resume=out)
         return out
 
-    async def _push(self, group: TrajectoryGroup) -> None:
-        await asyncio.to_thread(self.buffer.put, group)
+    async def _push(self, group: TrajectoryGroup, slot: int) -> None:
+        await self._finish(slot, group)
         trajs = group.trajectories
         tokens = sum(sum(t.loss_mask) for t in trajs)
         failed = sum(t.status == Status.FAILED for t in trajs)

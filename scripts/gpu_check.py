@@ -22,7 +22,7 @@ import torch
 def on_policy_groups(policy, n_groups: int = 4, group_size: int = 8, seed: int = 1):
     """bench_trainer's long-tailed groups with the policy's own logprobs as rollout logprobs (staleness 0), so the
     bilateral band keeps every token and the step is the on-policy policy gradient."""
-    from slime_rl.trainer.bench_trainer import make_groups
+    from slime_rl.bench.trainer import make_groups
 
     groups = make_groups(n_groups, group_size, seed=seed)
     with torch.no_grad():
@@ -96,7 +96,7 @@ def main() -> None:
     report["resume_same_next_loss"] = {"uninterrupted": first, "resumed": again, "equal": first == again}
 
     # 5. throughput against the plain transformers loop on this GPU
-    from slime_rl.trainer import bench_trainer
+    from slime_rl.bench import trainer as bench_trainer
 
     started = time.perf_counter()
     bench_trainer._model_path = lambda: model_dir  # the random SmolLM2-shaped model, not the converted one

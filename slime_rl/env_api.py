@@ -13,8 +13,10 @@ text, which the worker tokenises once and appends with loss mask 0.
         def reward(self, sample, response):  # -> float in [0, 1] usually
             return float(response.strip() == sample["answer"])
 
-Multi-turn environments subclass `Env` and implement `reset` and `step`. An exception or a timeout inside any of
-these methods fails that sample (status "failed", the reason in `metadata["reason"]`), never the worker.
+Multi-turn environments subclass `Env` and implement `reset` and `step`. An episode is cut after `max_turns` model
+turns (the class attribute, 8 for `Env` and 1 for `SingleTurnEnv`; the config's `env.max_turns` overrides it); the
+step that ends the episode, by `done=True` or by that cut, must carry a reward. An exception or a timeout inside any
+of these methods fails that sample (status "failed", the reason in `metadata["reason"]`), never the worker.
 
 Also honoured: `env.reward_fn` (dotted path to `fn(sample, response_text) -> float`, sync or async) replaces the
 environment's final reward; a dataset row may carry `max_new_tokens` to lower the per-turn budget for itself.
@@ -57,6 +59,7 @@ class Env(ABC):
     """One instance per episode. Subclasses may take keyword arguments from `env.kwargs`."""
 
     name: str = "env"
+    max_turns: int = 8  # model turns before the episode is cut; `env.max_turns` in the config overrides it
 
     def __init__(self, **kwargs: Any):
         self.kwargs = kwargs
@@ -80,6 +83,8 @@ class Env(ABC):
 
 class SingleTurnEnv(Env):
     """prompt -> one response -> reward."""
+
+    max_turns = 1
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,9 @@ from .config import RunConfig, load_config
 from .env_api import load_env_class
 from .loops import async_loop, evaluate, sync_loop
 from .run_context import RunContext
+from .stop_signals import stop_on_signals
 from .summary import summarize
+from .watchdog import RunStalled, describe_failures
 
 console = Console()
 
@@ -27,30 +28,40 @@ def eval_samples(cfg: RunConfig) -> list[dict[str, Any]]:
     return samples[: cfg.eval_samples]
 
 
-def _exit_on_sigterm(signum, frame) -> None:
-    # the default SIGTERM action skips `finally`: raise instead, so everything the run started is stopped
-    raise SystemExit(128 + signum)
+STALLED_EXIT = 3  # the run stopped because it could not make progress (the message says why)
 
 
 def train(cfg: RunConfig, resume: Path | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    stop_on_signals()
     if resume is not None:
         # the run directory holds the config it was started with; command-line overrides are not re-applied
         cfg = load_config(resume / "config.yaml")
         cfg.run_dir = resume
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=run_dir / "logs" / "launcher.log" if (run_dir / "logs").exists() else None,
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=run_dir / "logs" / "launcher.log",
                         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return _train(cfg, run_dir, resume is not None)
+    except RunStalled as exc:
+        logging.getLogger("slime_rl.launcher").error("run stopped: %s", exc)
+        console.print(f"[bold red]run stopped:[/] {exc}", soft_wrap=True)  # one line: easy to grep in logs
+        return STALLED_EXIT
+
+
+def _train(cfg: RunConfig, run_dir: Path, resume: bool) -> int:
     started = time.time()
-    with RunContext(cfg, run_dir, resume=resume is not None) as ctx:
-        console.print(f"[bold]slime-rl[/] {cfg.mode} run in {run_dir}  engines={ctx.engine_urls}")
+    with RunContext(cfg, run_dir, resume=resume) as ctx:
+        console.print(f"[bold]slime-rl[/] {cfg.mode} run {cfg.run_id} in {run_dir}  engines={ctx.engine_urls}")
         if ctx.dashboard is not None:
             console.print(f"dashboard: [link={ctx.dashboard.url}]{ctx.dashboard.url}[/link]")
         held_out = ctx.held_out = eval_samples(cfg)
         before = evaluate(ctx, held_out)
         ctx.metrics.log("eval", before, step=0)
         console.print(f"held-out reward before training: {before['reward_mean']:.3f} ({before['samples']} prompts)")
+        if before["failed"]:
+            console.print(f"[yellow]held-out: {describe_failures(before['failure_reasons'], before['samples'])}",
+                          soft_wrap=True)
         ctx.wait_until_ready()
         loop = async_loop if cfg.mode == "async" else sync_loop
         board = TensorBoardLog(run_dir / "tensorboard")
@@ -62,11 +73,11 @@ def train(cfg: RunConfig, resume: Path | None = None) -> int:
                     return
                 progress.update(task, advance=1, reward=m.get("reward_mean", float("nan")),
                                 tps=m.get("tokens_per_s", 0.0), version=m.get("version", 0))
-            history = loop(ctx, on_step)
+            history = loop(ctx, on_step, notice=lambda line: progress.console.print(f"[yellow]{line}", soft_wrap=True))
         board.close()
         rollout_stats = ctx.rollout_stats()
         if history and "push" in history[-1]:  # let the last push land before measuring the final policy
-            ctx.relay.wait_for_version(history[-1]["push"]["version"], timeout=600)
+            ctx.relay.wait_for_version(history[-1]["push"]["version"], timeout=cfg.watchdog.call_timeout_s)
         after = evaluate(ctx, held_out)
         summary = summarize(cfg, history, before, after, rollout_stats, time.time() - started, ctx.restarts,
                             ctx.buffer_stats(), ctx.relay.engine_versions())

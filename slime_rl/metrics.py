@@ -15,7 +15,8 @@ Kinds and their fields (the dashboard reads these names):
                                 sync_s {url: seconds}
   sandbox    (judge)            executions, failures, latency_s_mean
   eval       (launcher)         reward_mean, samples
-Control actions from the dashboard go to the stream `slime:control` as {"action": ..., "t": ...}.
+The Redis stream is the run's (RunKeys.metrics); control actions from the dashboard go to the run's control
+stream (RunKeys.control) as {"action": ..., "t": ...}.
 """
 from __future__ import annotations
 
@@ -27,16 +28,18 @@ from typing import Any
 
 import redis
 
-METRICS_STREAM = "slime:metrics"
+from .run_keys import RunKeys
+
 METRICS_MAXLEN = 20000
-CONTROL_STREAM = "slime:control"
 
 
 class MetricsSink:
     def __init__(self, source: str, redis_url: str | None = None, run_dir: str | Path | None = None,
-                 stream: str = METRICS_STREAM):
+                 keys: RunKeys | None = None):
+        if redis_url and keys is None:
+            raise ValueError("a MetricsSink that writes to Redis needs the run's keys")
         self.source = source
-        self.stream = stream
+        self.stream = keys.metrics if keys else ""
         self.r = redis.Redis.from_url(redis_url) if redis_url else None
         self.path = Path(run_dir) / "metrics.jsonl" if run_dir else None
         if self.path:
@@ -75,11 +78,11 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def read_metrics(r: redis.Redis, since_id: str = "0-0", count: int = 1000,
-                 stream: str = METRICS_STREAM) -> tuple[str, list[dict[str, Any]]]:
-    """Records after `since_id`; returns the last id read (pass it back to get only newer ones)."""
+def read_metrics(r: redis.Redis, keys: RunKeys, since_id: str = "0-0",
+                 count: int = 1000) -> tuple[str, list[dict[str, Any]]]:
+    """The run's records after `since_id`; returns the last id read (pass it back to get only newer ones)."""
     out, last = [], since_id
-    for eid, fields in r.xrange(stream, min=f"({since_id}" if since_id != "0-0" else "-", count=count):
+    for eid, fields in r.xrange(keys.metrics, min=f"({since_id}" if since_id != "0-0" else "-", count=count):
         last = eid.decode()
         out.append(json.loads(fields[b"json"]))
     return last, out

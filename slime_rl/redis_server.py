@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 
+from .children import spawn
 from .net import free_port, wait_for_port
 
 
@@ -47,8 +48,10 @@ class EmbeddedRedis:
             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "", "--protected-mode", "yes",
             "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log"),
         ]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        # its own session: a Ctrl-C meant for the launcher leaves it to be stopped in order; SIGTERM when the
+        # launcher dies, however it dies, so it flushes the AOF and never outlives the run
+        self.proc = spawn(cmd, death_signal=signal.SIGTERM, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             wait_for_port("127.0.0.1", self.port, timeout)
             client = redis.Redis.from_url(self.url)

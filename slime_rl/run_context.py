@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from contextlib import ExitStack
@@ -11,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, dump_config
+from .model_store import ensure as ensure_model
 from .net import write_pid
 from .redis_server import EmbeddedRedis
+from .reaper import guard
+from .run_keys import RunKeys
 
 log = logging.getLogger("slime_rl.run")
 
@@ -20,6 +24,7 @@ log = logging.getLogger("slime_rl.run")
 class RunContext:
     def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False):
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        self.keys = RunKeys.of(cfg)  # the run's Redis names; a resumed run's config.yaml carries the same id
         self.stack = ExitStack()
         self.redis: EmbeddedRedis | None = None
         self.redis_url = ""
@@ -52,10 +57,13 @@ class RunContext:
         cfg = self.cfg
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
+        guard()  # whatever the run starts ends with this process, however it ends
+        if cfg.engines.kind == "cpu":  # its engines load the model here: convert a store model, or fail by name now
+            ensure_model(cfg.model.path)
         self._start_redis()
         from .metrics import MetricsSink
 
-        self.metrics = MetricsSink("launcher", self.redis_url, self.run_dir)
+        self.metrics = MetricsSink("launcher", self.redis_url, self.run_dir, keys=self.keys)
         self._start_ray()
         self._start_engines()
         self._start_relay()
@@ -125,7 +133,8 @@ class RunContext:
     def _start_relay(self) -> None:
         from slime_rl.relay.group import RelayGroup
 
-        self.relay = RelayGroup.start(self.cfg.relay, self.redis_url, self.engine_urls, str(self.run_dir))
+        self.relay = RelayGroup.start(self.cfg.relay, self.redis_url, self.engine_urls, str(self.run_dir),
+                                      keys=self.keys)
         self.stack.callback(self.relay.stop)
 
     def _start_trainer(self) -> None:
@@ -162,7 +171,7 @@ class RunContext:
         from slime_rl.dashboard.app import start_dashboard
 
         d = self.cfg.dashboard
-        self.dashboard = start_dashboard(self.redis_url, run_dir=self.run_dir, host=d.host, port=d.port,
+        self.dashboard = start_dashboard(self.redis_url, self.keys, run_dir=self.run_dir, host=d.host, port=d.port,
                                          token=d.token)
         self.stack.callback(self.dashboard.stop)
 
@@ -175,7 +184,7 @@ class RunContext:
     def buffer_stats(self) -> dict[str, int]:
         from .buffer import TrajectoryBuffer
 
-        buf = TrajectoryBuffer(self.cfg.buffer, self.redis_url, consumer="launcher")
+        buf = TrajectoryBuffer(self.cfg.buffer, self.redis_url, consumer="launcher", keys=self.keys)
         try:
             return vars(buf.stats())
         finally:
@@ -184,7 +193,7 @@ class RunContext:
     def rollout_stats(self) -> dict[str, Any]:
         import ray
 
-        stats = ray.get([w.stats.remote() for w in self.workers])
+        stats = ray.get([w.stats.remote() for w in self.workers], timeout=60)
         tokens = sum(s.get("tokens", 0) for s in stats)
         busy = max((s.get("active_s", 0.0) for s in stats), default=0.0)
         return {"tokens": tokens, "tokens_per_s": tokens / busy if busy else 0.0, "per_worker": stats}
@@ -209,22 +218,36 @@ class RunContext:
 
 
 def start_ray() -> bool:
-    """Join the cluster in RAY_ADDRESS (inside `ray job submit`), or start a local Ray; True if started here.
+    """Join the cluster in RAY_ADDRESS (inside `ray job submit`), or start a private local Ray; True if started here.
+
+    Without RAY_ADDRESS the run always starts its own instance (`address="local"`) and never joins a Ray that happens
+    to run on this machine: Ray's default would join whatever its "current cluster" file names (a head a user
+    started for job submission, or a stale record of one that died), so a run's fate would hang on a cluster it
+    does not own. To run on a cluster, submit the run as a job (Ray sets RAY_ADDRESS for it).
     Local Ray runs its workers at niceness 0, not Ray's default 15: the trainer, rollout workers and relays are Ray
     actors while the engines are plain processes, and on a small machine niced actors starve behind the engines."""
     import ray
 
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": env}, log_to_driver=False)
-        return False
-    ray.init(num_cpus=max(8, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": env}, _system_config={"worker_niceness": 0})
-    return True
+        started = False
+    else:
+        guard()  # Ray's own processes carry this process's tag: none of them outlives it
+        ray.init(address="local", num_cpus=max(8, os.cpu_count() or 2), include_dashboard=False,
+                 log_to_driver=False, runtime_env={"env_vars": env}, _system_config={"worker_niceness": 0})
+        started = True
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)  # ray.init installs its own; the caller's decides how to stop
+    return started
 
 
 def wait_ready(refs: list, timeout: float = 300.0) -> None:
     import ray
 
-    deadline = time.monotonic() + timeout
-    ray.get(refs, timeout=max(1.0, deadline - time.monotonic()))
+    try:
+        ray.get(refs, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise TimeoutError(f"the trainer and rollout workers were not constructed within {timeout:.0f} s "
+                           "(see RUN_DIR/logs/actors)") from None

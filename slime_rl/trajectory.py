@@ -77,6 +77,15 @@ class Trajectory(BaseModel):
     def trainable(self) -> bool:
         return self.status in (Status.COMPLETED, Status.TRUNCATED) and any(self.loss_mask)
 
+    @property
+    def untrainable_reason(self) -> str | None:
+        """Why the trainer cannot learn from this sample; None when it can."""
+        if self.trainable:
+            return None
+        if self.status in (Status.FAILED, Status.ABORTED):
+            return self.metadata.get("reason") or self.status.value
+        return "no model-generated tokens"
+
     # --- wire ----------------------------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
         d = self.model_dump(exclude=set(ARRAY_FIELDS))
@@ -143,16 +152,6 @@ _Header = create_model(
     **{name: (f.annotation, f) for name, f in Trajectory.model_fields.items() if name not in ARRAY_FIELDS})
 
 
-def validate_trajectory(d: dict[str, Any]) -> Trajectory:
-    try:
-        return Trajectory.model_validate(d)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        path = ".".join(str(p) for p in err["loc"])
-        where = f"trajectory.{path}" if path else "trajectory"
-        raise TrajectoryError(f"{where}: {err['msg']}") from None
-
-
 class TrajectoryGroup(BaseModel):
     """All samples of one prompt: the unit stored in the buffer and normalised together (GRPO)."""
 
@@ -162,6 +161,13 @@ class TrajectoryGroup(BaseModel):
     prompt_index: int = -1
     created_at: float = Field(default_factory=time.time)
     trajectories: list[Trajectory] = Field(min_length=1)
+
+    @property
+    def trainable(self) -> bool:
+        """The one definition of a group the trainer can learn from: more than half of its samples ran to a
+        trainable end. It depends only on how the episodes went: groups a filter drops on purpose (over the
+        staleness bound, zero reward variance) are still trainable groups."""
+        return 2 * sum(t.trainable for t in self.trajectories) > len(self.trajectories)
 
     @model_validator(mode="after")
     def _same_group(self) -> TrajectoryGroup:

@@ -9,7 +9,6 @@ import pytest
 from slime_rl.redis_server import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_MODEL = REPO / ".cache" / "models" / "SmolLM2-135M-Instruct"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -31,11 +30,9 @@ def redis_url(redis_server) -> str:
 
 @pytest.fixture(scope="session")
 def real_model_path() -> Path:
-    if not (REAL_MODEL / "config.json").exists():
-        from slime_rl.model_store import convert
+    from slime_rl.model_store import DEFAULT_NAME, ensure
 
-        convert(REAL_MODEL)
-    return REAL_MODEL
+    return ensure(DEFAULT_NAME)  # the model store's folder, as runs find it
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +65,7 @@ def ray_local():
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  _temp_dir=temp_dir, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     yield ray
     ray.shutdown()

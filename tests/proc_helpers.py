@@ -32,3 +32,29 @@ def forked_children(pid: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid in the parent tree (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            children.setdefault(int(_stat_fields(proc.name)[1]), []).append(int(proc.name))
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return [p for p in found if alive(p)]
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until none of pids is alive; return those still alive at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left

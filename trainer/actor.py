@@ -25,6 +25,7 @@ from slime_rl.children import die_with_parent_on_fork
 from slime_rl.config import RunConfig
 from slime_rl.metrics import MetricsSink
 from slime_rl.net import free_port, write_pid
+from slime_rl.run_keys import RunKeys
 
 from .checkpoint import latest_checkpoint
 from .parallel import init_parallel
@@ -54,8 +55,9 @@ class TrainerCore:
         self.policy = MegatronPolicy.from_hf(cfg.model.path, cfg.trainer, dtype=dtype)
         # the KL reference is the starting weights, frozen (never stepped)
         self.reference = MegatronPolicy.from_hf(cfg.model.path, cfg.trainer, dtype=dtype) if cfg.loss.kl_coef else None
-        self.buffer = TrajectoryBuffer(cfg.buffer, redis_url, consumer=consumer)
-        self.metrics = MetricsSink(consumer, redis_url, run_dir)
+        keys = RunKeys.of(cfg)
+        self.buffer = TrajectoryBuffer(cfg.buffer, redis_url, consumer=consumer, keys=keys)
+        self.metrics = MetricsSink(consumer, redis_url, run_dir, keys=keys)
         self._step, self._version = 0, 0
         self.uncommitted: list[BufferEntry] = []  # trained into the weights, not yet acknowledged
         self._held: list[BufferEntry] = []  # read, waiting for the rest of a step's groups
@@ -127,8 +129,10 @@ class TrainerCore:
         if not self.uncommitted:
             return
         self.buffer.ack(self.uncommitted)
+        # prompts: the dataset row of each consumed group, in the order the trainer read them
         line = json.dumps({"step": self._step, "version": self._version,
-                           "ids": [t.id for e in self.uncommitted for t in e.group.trajectories]})
+                           "ids": [t.id for e in self.uncommitted for t in e.group.trajectories],
+                           "prompts": [e.group.prompt_index for e in self.uncommitted]})
         with open(self.audit, "a") as f:  # what the committed weights consumed, for audits and tests
             f.write(line + "\n")
         self.uncommitted = []

@@ -8,7 +8,7 @@ ppo(x, A) = min(x * A, clip(x, 1 - clip_low, 1 + clip_high) * A).
     bilateral   logp, logp_rollout, adv         sg(f(r)) * A * logp,  f(r) = r if 1 - eps_low < r < 1 + eps_high
                                                 else 0 (strict: a token on an edge is masked); GLM-5 style, no pi_old
     icepop      + logp_old                      1[1/beta <= w <= beta] * ppo(rho, A)   (closed band)
-    tis         + logp_old                      min(w, tis_cap) * ppo(rho, A)
+    tis         + logp_old                      min(w, cap) * ppo(rho, A)
     decoupled   + logp_old                      w * ppo(rho, A)   (AReaL: pi_prox = pi_old; w optionally capped)
     none        logp, logp_rollout, adv         ppo(r, A)   (plain PPO/GRPO clip against the sampling policy)
     kl_coef>0   + logp_ref                      minus kl_coef * k3(pi_theta || pi_ref)
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from slime_rl.config import LossConfig
+from slime_rl.config.loss import _PPOClip
 
 NEEDS_OLD_LOGP = frozenset({"icepop", "tis", "decoupled"})
 
@@ -38,7 +39,7 @@ class LossInputs:
     normalizer: float | None = None  # divide the summed loss by this; default N
 
 
-def _ppo(ratio: torch.Tensor, adv: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _ppo(ratio: torch.Tensor, adv: torch.Tensor, cfg: _PPOClip) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clipped surrogate and where the clip bound it from above / below (there the gradient is zero)."""
     obj = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip_low, 1 + cfg.clip_high) * adv)
     with torch.no_grad():
@@ -81,12 +82,12 @@ def policy_loss(x: LossInputs, cfg: LossConfig) -> tuple[torch.Tensor, dict[str,
         with torch.no_grad():
             w = torch.exp(x.logp_old - x.logp_rollout)
             if cfg.kind == "icepop":
-                keep = (w >= 1 / cfg.icepop_beta) & (w <= cfg.icepop_beta)
+                keep = (w >= 1 / cfg.beta) & (w <= cfg.beta)
                 masked, weight = ~keep, keep.to(w.dtype)
             elif cfg.kind == "tis":
-                weight = w.clamp(max=cfg.tis_cap)
+                weight = w.clamp(max=cfg.cap)
             else:  # decoupled: the behaviour weight pi_prox / pi_behav
-                weight = w if cfg.decoupled_cap is None else w.clamp(max=cfg.decoupled_cap)
+                weight = w if cfg.cap is None else w.clamp(max=cfg.cap)
         ppo, high, low = _ppo(torch.exp(x.logp - x.logp_old), adv, cfg)
         objective = weight * ppo
 

@@ -24,6 +24,8 @@ class StalenessReport:
     dropped_invalid: int = 0  # failed / aborted / nothing to train on
     dropped_with_group: int = 0  # valid trajectories dropped because their group had too few valid ones
     lag_hist: Counter = field(default_factory=Counter)  # lag -> count, over every trainable trajectory
+    trainable_groups: int = 0  # groups that meet TrajectoryGroup.trainable, kept or not
+    failures: Counter = field(default_factory=Counter)  # untrainable reason -> count
 
     @property
     def kept(self) -> int:
@@ -33,7 +35,8 @@ class StalenessReport:
         return {"kept": self.kept, "padded": self.padded, "dropped_stale": self.dropped_stale,
                 "dropped_invalid": self.dropped_invalid, "dropped_with_group": self.dropped_with_group,
                 "dropped_groups": len(self.dropped_groups), "kept_groups": len(self.kept_groups),
-                "staleness_hist": {str(k): v for k, v in sorted(self.lag_hist.items())}}
+                "staleness_hist": {str(k): v for k, v in sorted(self.lag_hist.items())},
+                "trainable_groups": self.trainable_groups, "failure_reasons": dict(self.failures.most_common(10))}
 
 
 class StalenessFilter:
@@ -50,10 +53,12 @@ class StalenessFilter:
     def apply(self, groups: list[TrajectoryGroup], trainer_version: int) -> StalenessReport:
         rep = StalenessReport()
         for group in groups:
+            rep.trainable_groups += group.trainable
             valid: list[Trajectory] = []
             for t in group.trajectories:
                 if not t.trainable:
                     rep.dropped_invalid += 1
+                    rep.failures[t.untrainable_reason] += 1
                     continue
                 lag = self.lag(t, trainer_version)
                 rep.lag_hist[lag] += 1

@@ -87,6 +87,7 @@ def train_step(policy, groups: list[TrajectoryGroup], version: int, cfg: RunConf
     plan = plan_step(groups, version, cfg)
     received = [t for g in groups for t in g.trajectories]
     metrics: dict = {**plan.report.metrics(), "stepped": False, "kept_ids": list(plan.report.kept_ids),
+                     "samples": len(received),
                      "reward_mean": _mean([t.reward for t in received]),
                      "response_len_mean": _mean([len(t.response_ids) for t in received])}
     if not plan.trajs:

@@ -12,12 +12,12 @@ from typing import Any, Callable
 
 BENCHMARKS: dict[str, str] = {
     "buffer": "slime_rl.bench.buffer:run",
-    "engine": "slime_rl.rollout.bench_engine:run",
-    "rollout": "slime_rl.rollout.bench_rollout:run",
-    "repack": "slime_rl.rollout.bench_repack:run",
-    "trainer": "slime_rl.trainer.bench_trainer:run",
-    "relay": "slime_rl.relay.bench_relay:run",
-    "sandbox": "slime_rl.sandboxes.bench_sandbox:run",
+    "engine": "slime_rl.bench.engine:run",
+    "rollout": "slime_rl.bench.rollout:run",
+    "repack": "slime_rl.bench.repack:run",
+    "trainer": "slime_rl.bench.trainer:run",
+    "relay": "slime_rl.bench.relay:run",
+    "sandbox": "slime_rl.bench.sandbox:run",
     "async": "slime_rl.bench.async_vs_sync:run",
     "ablation": "slime_rl.bench.ablation:run",
     "trl": "slime_rl.bench.trl_compare:run",

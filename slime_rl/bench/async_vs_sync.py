@@ -24,7 +24,7 @@ from typing import Any
 
 from slime_rl.config import RunConfig, load_config
 from slime_rl.env_api import read_jsonl
-from slime_rl.rollout.bench_engine import workload
+from slime_rl.bench.engine import workload
 from slime_rl.summary import mean_lag, staleness_hist
 
 CONFIG = Path("examples/math/config.yaml")

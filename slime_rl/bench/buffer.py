@@ -10,6 +10,7 @@ import numpy as np
 from ..buffer import TrajectoryBuffer
 from ..config import BufferConfig
 from ..redis_server import EmbeddedRedis
+from ..run_keys import RunKeys
 from ..trajectory import Trajectory, TrajectoryGroup
 
 TOKENS = 2000
@@ -25,9 +26,9 @@ def _group(i: int, rng: np.random.Generator) -> TrajectoryGroup:
 
 
 def _ours(url: str, groups: list[TrajectoryGroup]) -> tuple[float, int]:
-    cfg = BufferConfig(stream="bench:ours", high_water=10 * BATCH)
-    producer = TrajectoryBuffer(cfg, url, consumer="producer")
-    consumer = TrajectoryBuffer(cfg, url, consumer="consumer")
+    cfg, keys = BufferConfig(high_water=10 * BATCH), RunKeys("bench-ours")
+    producer = TrajectoryBuffer(cfg, url, consumer="producer", keys=keys)
+    consumer = TrajectoryBuffer(cfg, url, consumer="consumer", keys=keys)
     trained: set[str] = set()
     start = time.perf_counter()
     for i in range(0, len(groups), BATCH):

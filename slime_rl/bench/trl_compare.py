@@ -72,6 +72,8 @@ def env_reward(env: SingleTurnEnv) -> Callable[..., list[float]]:
 def trl_args(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
     """GRPOConfig keyword arguments matching slime-rl's workload (kept a dict so it can be checked without TRL)."""
     r, t, s = cfg.rollout, cfg.trainer, cfg.rollout.sampling
+    if cfg.loss.kind != "bilateral":  # its band is what TRL's epsilon / epsilon_high express
+        raise ValueError(f"bench trl compares the bilateral loss with TRL's clip; the config has loss.kind={cfg.loss.kind}")
     return {
         "output_dir": str(output_dir), "max_steps": t.max_steps, "seed": t.seed,
         "num_generations": r.group_size, "per_device_train_batch_size": r.group_size * r.groups_per_step,

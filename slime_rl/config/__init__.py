@@ -12,27 +12,34 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from ..run_keys import RUN_ID_PATTERN, new_run_id
 from .base import Section
 from .buffer import BufferConfig
 from .dashboard import DashboardConfig
 from .engine import EngineConfig
 from .env import EnvConfig
-from .loss import LossConfig
+from .loss import (LOSS_KINDS, BilateralLoss, DecoupledLoss, IcePopLoss, LossConfig, NoCorrectionLoss,
+                   TISLoss)
 from .model import ModelConfig
 from .relay import RelayConfig
 from .rollout import RolloutConfig, SamplingConfig
 from .sandbox import SandboxConfig
 from .trainer import ParallelConfig, TrainerConfig
+from .watchdog import WatchdogConfig
 
 __all__ = [
-    "BufferConfig", "ConfigError", "DashboardConfig", "EngineConfig", "EnvConfig", "LossConfig", "ModelConfig",
+    "BilateralLoss", "BufferConfig", "ConfigError", "DashboardConfig", "DecoupledLoss", "EngineConfig", "EnvConfig",
+    "IcePopLoss", "LossConfig", "ModelConfig", "NoCorrectionLoss", "TISLoss",
     "ParallelConfig", "RelayConfig", "RolloutConfig", "RunConfig", "SamplingConfig", "SandboxConfig",
-    "TrainerConfig", "load_config", "parse_overrides",
+    "TrainerConfig", "WatchdogConfig", "load_config", "parse_overrides",
 ]
 
 
 class RunConfig(Section):
     name: str = "run"
+    run_id: str = Field(pattern=RUN_ID_PATTERN, description=(
+        "the run's Redis namespace: every key and stream of the run carries it, so runs can share one Redis; "
+        "unset, it is name plus a random suffix, kept in RUN_DIR/config.yaml so --resume finds its streams"))
     run_dir: Path = Path("runs/latest")
     mode: Literal["async", "sync"] = "async"
     eval_every: int = Field(0, ge=0, description="evaluate held-out prompts every N trainer steps (0: off)")
@@ -43,10 +50,18 @@ class RunConfig(Section):
     env: EnvConfig = Field(default_factory=EnvConfig)
     buffer: BufferConfig = Field(default_factory=BufferConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
+    loss: LossConfig = Field(default_factory=BilateralLoss)
     relay: RelayConfig = Field(default_factory=RelayConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _assign_run_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("run_id"):
+            data = {**data, "run_id": new_run_id(str(data.get("name") or "run"))}
+        return data
 
     @model_validator(mode="after")
     def _buffer_holds_uncommitted_steps(self) -> RunConfig:
@@ -64,6 +79,28 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[tuple[str, str]]):
         self.problems = problems
         super().__init__("invalid configuration:\n" + "\n".join(f"  {p}: {msg}" for p, msg in problems))
+
+
+# sections that are discriminated unions, and their tags: pydantic puts the tag into an error's location
+_UNION_TAGS = {("loss",): set(LOSS_KINDS)}
+
+
+def _problem(err: dict[str, Any], data: dict[str, Any]) -> tuple[str, str]:
+    """(dotted path, message) for one validation error, with a union's tag taken out of the path and named in the
+    message instead: `loss.eps_low: not an option of loss.kind=tis`."""
+    loc = tuple(err["loc"])
+    for section, tags in _UNION_TAGS.items():
+        n = len(section)
+        if loc[:n] != section:
+            continue
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            return _dotted(section + ("kind",)), err["msg"]
+        if len(loc) > n and loc[n] in tags:
+            path = _dotted(section + loc[n + 1:])
+            if err["type"] == "extra_forbidden":
+                return path, f"not an option of {_dotted(section)}.kind={loc[n]}"
+            return path, err["msg"]
+    return _dotted(loc), "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -102,11 +139,7 @@ def build_config(data: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append((_dotted(err["loc"]), msg))
-        raise ConfigError(problems) from None
+        raise ConfigError([_problem(err, data) for err in exc.errors()]) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -4,10 +4,10 @@ from .base import Section
 
 
 class BufferConfig(Section):
-    """The Redis-stream trajectory buffer."""
+    """The Redis-stream trajectory buffer. Its key names come from the run's id (slime_rl.run_keys), not from
+    here: the trajectory stream is `slime:{RUN_ID}:traj`."""
 
     redis_url: str | None = Field(None, description="external Redis; None starts an embedded redis-server")
-    stream: str = Field("slime:traj", min_length=1)
     group: str = Field("trainers", min_length=1)
     high_water: int = Field(256, ge=1, description="max unconsumed group entries before producers wait")
     put_timeout_s: float = Field(600.0, gt=0)

@@ -16,7 +16,8 @@ class EnvConfig(Section):
     reward_fn: str | None = Field(None, description="optional dotted path to a reward function")
     reward_timeout_s: float = Field(30.0, gt=0)
     step_timeout_s: float = Field(60.0, gt=0)
-    max_turns: int = Field(1, ge=1, le=256)
+    max_turns: int | None = Field(None, ge=1, le=256, description="model turns after which an episode is cut "
+                                  "(its last step's reward counts); unset: the environment class's `max_turns`")
 
     @field_validator("dataset", "eval_dataset")
     @classmethod

@@ -1,23 +1,70 @@
-from typing import Literal
+"""The policy loss, one model per `loss.kind` (a discriminated union): each kind carries exactly its own options,
+so an option of another kind (say `eps_low` with `kind: tis`) is an error at load, not silently ignored."""
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag
 
 from .base import Section
 
 
-class LossConfig(Section):
-    """Policy loss with its off-policy correction, advantages and staleness control (see trainer/losses.py)."""
+class _LossCommon(Section):
+    """Options every kind has: advantages, the KL penalty, staleness (see trainer/losses.py)."""
 
-    kind: Literal["bilateral", "icepop", "tis", "decoupled", "none"] = "bilateral"
-    eps_low: float = Field(0.2, gt=0, lt=1, description="bilateral: keep tokens with 1 - eps_low < r")
-    eps_high: float = Field(0.28, gt=0, description="bilateral: keep tokens with r < 1 + eps_high")
-    icepop_beta: float = Field(2.0, gt=1, description="icepop: keep tokens with pi_old/pi_rollout in [1/beta, beta]")
-    tis_cap: float = Field(2.0, gt=0, description="tis: truncate pi_old/pi_rollout at this value")
-    decoupled_cap: float | None = Field(None, gt=0, description="decoupled: optional cap on pi_prox/pi_behav")
-    clip_low: float = Field(0.2, gt=0, lt=1, description="PPO clip for the clipped variants")
-    clip_high: float = Field(0.28, gt=0)
     kl_coef: float = Field(0.0, ge=0, description="k3 KL penalty against the initial weights (0: no reference model)")
     advantage: Literal["grpo", "reinforce_pp", "reinforce_pp_baseline", "rloo"] = "grpo"
     std_normalize: bool = Field(True, description="grpo: divide by the group's reward std")
     staleness_tau: int = Field(2, ge=0, description="max policy versions a trajectory may lag the trainer")
 
+
+class _PPOClip(_LossCommon):
+    clip_low: float = Field(0.2, gt=0, lt=1, description="PPO clip: ratios below 1 - clip_low get no gradient")
+    clip_high: float = Field(0.28, gt=0, description="PPO clip: ratios above 1 + clip_high get no gradient")
+
+
+class BilateralLoss(_LossCommon):
+    """GLM-5 style: tokens whose ratio to the rollout policy leaves (1 - eps_low, 1 + eps_high) get no gradient."""
+
+    kind: Literal["bilateral"] = "bilateral"
+    eps_low: float = Field(0.2, gt=0, lt=1, description="keep tokens with 1 - eps_low < r")
+    eps_high: float = Field(0.28, gt=0, description="keep tokens with r < 1 + eps_high")
+
+
+class IcePopLoss(_PPOClip):
+    """PPO clip on pi/pi_old, tokens with pi_old/pi_rollout outside [1/beta, beta] masked."""
+
+    kind: Literal["icepop"] = "icepop"
+    beta: float = Field(2.0, gt=1, description="keep tokens with pi_old/pi_rollout in [1/beta, beta]")
+
+
+class TISLoss(_PPOClip):
+    """PPO clip on pi/pi_old times the truncated importance weight min(pi_old/pi_rollout, cap)."""
+
+    kind: Literal["tis"] = "tis"
+    cap: float = Field(2.0, gt=0, description="truncate pi_old/pi_rollout at this value")
+
+
+class DecoupledLoss(_PPOClip):
+    """AReaL's decoupled PPO: PPO clip on pi/pi_prox times pi_prox/pi_behav (pi_prox = pi_old)."""
+
+    kind: Literal["decoupled"] = "decoupled"
+    cap: float | None = Field(None, gt=0, description="optional cap on pi_prox/pi_behav")
+
+
+class NoCorrectionLoss(_PPOClip):
+    """Plain PPO/GRPO clip against the sampling policy, no off-policy correction."""
+
+    kind: Literal["none"] = "none"
+
+
+def _kind(value: Any) -> str | None:
+    """The tag of a loss section; a section that names no kind is the default kind."""
+    if isinstance(value, dict):
+        return value.get("kind", DEFAULT_KIND)
+    return getattr(value, "kind", None)
+
+
+DEFAULT_KIND = "bilateral"
+_KINDS = (BilateralLoss, IcePopLoss, TISLoss, DecoupledLoss, NoCorrectionLoss)
+LOSS_KINDS = tuple(k.model_fields["kind"].default for k in _KINDS)
+LossConfig = Annotated[Union[tuple(Annotated[k, Tag(k.model_fields["kind"].default)] for k in _KINDS)],
+                       Discriminator(_kind)]

@@ -1,5 +1,6 @@
 """The live dashboard: a page with charts fed by server-sent events, a JSON API, Prometheus /metrics, and
-token-protected control actions (pause/resume rollouts, checkpoint) written to the `slime:control` stream."""
+token-protected control actions (pause/resume rollouts, checkpoint) written to the run's control stream. One
+dashboard serves one run: it reads and writes only that run's keys (RunKeys)."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,7 @@ from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from ..metrics import CONTROL_STREAM, METRICS_STREAM
+from ..run_keys import RunKeys
 from .aggregate import Aggregator
 from .prometheus import render_prometheus
 
@@ -25,11 +26,11 @@ ACTIONS = ("pause_rollout", "resume_rollout", "checkpoint")
 
 
 class MetricsFeed:
-    """Tails the metrics stream into an Aggregator (a background thread; survives Redis restarts)."""
+    """Tails the run's metrics stream into an Aggregator (a background thread; survives Redis restarts)."""
 
-    def __init__(self, redis_url: str, stream: str = METRICS_STREAM):
+    def __init__(self, redis_url: str, keys: RunKeys):
         self.r = redis.Redis.from_url(redis_url)
-        self.stream, self.agg, self.last_id = stream, Aggregator(), "0-0"
+        self.stream, self.agg, self.last_id = keys.metrics, Aggregator(), "0-0"
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="metrics-feed")
@@ -75,8 +76,8 @@ def _tokenizer_for(run_dir: Path | None):
         return None
 
 
-def create_app(redis_url: str, run_dir: str | Path | None = None, token: str | None = None) -> FastAPI:
-    feed = MetricsFeed(redis_url)
+def create_app(redis_url: str, keys: RunKeys, run_dir: str | Path | None = None, token: str | None = None) -> FastAPI:
+    feed = MetricsFeed(redis_url, keys)
     run_dir = Path(run_dir) if run_dir else None
     tokenizer_box: dict[str, Any] = {}
     control = redis.Redis.from_url(redis_url)
@@ -138,7 +139,7 @@ def create_app(redis_url: str, run_dir: str | Path | None = None, token: str | N
             raise HTTPException(401, "missing or wrong token")
         if action not in ACTIONS:
             raise HTTPException(404, f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
-        entry = control.xadd(CONTROL_STREAM, {"action": action, "t": time.time()})
+        entry = control.xadd(keys.control, {"action": action, "t": time.time()})
         return {"accepted": True, "action": action, "id": entry.decode()}
 
     @app.on_event("shutdown")
@@ -159,15 +160,15 @@ class DashboardHandle:
         self.thread.join(timeout=10)
 
 
-def start_dashboard(redis_url: str, run_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 0,
-                    token: str | None = None) -> DashboardHandle:
+def start_dashboard(redis_url: str, keys: RunKeys, run_dir: str | Path | None = None, host: str = "127.0.0.1",
+                    port: int = 0, token: str | None = None) -> DashboardHandle:
     """Serve in a background thread of this process; returns once it accepts connections."""
     import uvicorn
 
     from ..net import free_port, wait_for_port
 
     port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(create_app(redis_url, run_dir, token), host=host, port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(redis_url, keys, run_dir, token), host=host, port=port,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True, name="dashboard")
     thread.start()
@@ -175,9 +176,9 @@ def start_dashboard(redis_url: str, run_dir: str | Path | None = None, host: str
     return DashboardHandle(f"http://{host}:{port}/", server, thread)
 
 
-def serve(redis_url: str, run_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 8365,
+def serve(redis_url: str, keys: RunKeys, run_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 8365,
           token: str | None = None) -> None:
     import uvicorn
 
-    print(f"dashboard: http://{host}:{port}/")
-    uvicorn.run(create_app(redis_url, run_dir, token), host=host, port=port, log_level="warning")
+    print(f"dashboard of run {keys.run_id}: http://{host}:{port}/")
+    uvicorn.run(create_app(redis_url, keys, run_dir, token), host=host, port=port, log_level="warning")

@@ -15,10 +15,12 @@ import redis
 from slime_rl.buffer import BufferFullError, TrajectoryBuffer
 from slime_rl.config import BufferConfig
 from slime_rl.redis_server import EmbeddedRedis
+from slime_rl.run_keys import RunKeys
 from slime_rl.trajectory import Trajectory, TrajectoryGroup
 
 CTX = mp.get_context("fork")
 TRAINED = "test:trained"
+KEYS = RunKeys("test-run")
 
 
 def make_group(tag: str, n: int = 2, tokens: int = 8) -> TrajectoryGroup:
@@ -30,14 +32,14 @@ def make_group(tag: str, n: int = 2, tokens: int = 8) -> TrajectoryGroup:
 
 
 def produce(url: str, cfg: BufferConfig, prefix: str, count: int) -> None:
-    buf = TrajectoryBuffer(cfg, url, consumer=f"producer-{prefix}")
+    buf = TrajectoryBuffer(cfg, url, consumer=f"producer-{prefix}", keys=KEYS)
     for i in range(count):
         buf.put(make_group(f"{prefix}-{i}"))
 
 
 def consume(url: str, cfg: BufferConfig, name: str, stop_after: int, deadline_s: float = 60.0) -> None:
     """Read, 'train', ack, and record what was trained; exits once the shared counter reaches stop_after."""
-    buf = TrajectoryBuffer(cfg, url, consumer=name)
+    buf = TrajectoryBuffer(cfg, url, consumer=name, keys=KEYS)
     r = redis.Redis.from_url(url)
     end = time.monotonic() + deadline_s
     while time.monotonic() < end and r.llen(TRAINED) < stop_after:
@@ -50,7 +52,7 @@ def consume(url: str, cfg: BufferConfig, name: str, stop_after: int, deadline_s:
 
 
 def read_then_hang(url: str, cfg: BufferConfig, name: str, ready) -> None:
-    buf = TrajectoryBuffer(cfg, url, consumer=name)
+    buf = TrajectoryBuffer(cfg, url, consumer=name, keys=KEYS)
     got = []
     while not got:
         got = buf.read(count=4, block_ms=500)
@@ -71,13 +73,13 @@ def test_many_producers_many_consumers_each_trajectory_trained_once(redis_url):
     trained = [x.decode() for x in redis.Redis.from_url(redis_url).lrange(TRAINED, 0, -1)]
     expected = {f"t-p{p}-{g}-{i}" for p in range(3) for g in range(15) for i in range(2)}
     assert sorted(trained) == sorted(expected)  # every id, exactly once
-    stats = TrajectoryBuffer(cfg, redis_url, consumer="observer").stats()
+    stats = TrajectoryBuffer(cfg, redis_url, consumer="observer", keys=KEYS).stats()
     assert (stats.produced, stats.consumed, stats.depth, stats.pending) == (45, 45, 0, 0)
 
 
 def test_killed_consumer_entries_are_reclaimed_and_trained_once(redis_url):
     cfg = BufferConfig(claim_idle_ms=300)
-    producer = TrajectoryBuffer(cfg, redis_url, consumer="producer")
+    producer = TrajectoryBuffer(cfg, redis_url, consumer="producer", keys=KEYS)
     for i in range(6):
         producer.put(make_group(str(i)))
     ready = CTX.Event()
@@ -97,7 +99,7 @@ def test_a_consumer_does_not_reclaim_what_it_holds_uncommitted(redis_url):
     # a trainer keeps its entries unacknowledged until the checkpoint that commits them, often longer than the
     # claim idle time; XAUTOCLAIM would hand them back to it, to be trained again
     cfg = BufferConfig(claim_idle_ms=100)
-    buf = TrajectoryBuffer(cfg, redis_url, consumer="trainer")
+    buf = TrajectoryBuffer(cfg, redis_url, consumer="trainer", keys=KEYS)
     buf.put_many([make_group("held"), make_group("next")])
     held = buf.read(1, block_ms=100)
     assert [e.group.group_id for e in held] == ["g-held"]
@@ -106,7 +108,7 @@ def test_a_consumer_does_not_reclaim_what_it_holds_uncommitted(redis_url):
     assert [e.group.group_id for e in again] == ["g-next"]
     buf.ack(held + again)
     assert buf.stats().pending == 0 and buf.stats().duplicates == 0
-    rescuer = TrajectoryBuffer(cfg, redis_url, consumer="rescuer")  # a dead consumer's entries still move on
+    rescuer = TrajectoryBuffer(cfg, redis_url, consumer="rescuer", keys=KEYS)  # a dead consumer's entries still move on
     buf.put(make_group("orphan"))
     orphan = buf.read(1, block_ms=100)
     time.sleep(0.3)
@@ -115,7 +117,7 @@ def test_a_consumer_does_not_reclaim_what_it_holds_uncommitted(redis_url):
 
 def test_redelivered_trajectories_are_not_trained_twice(redis_url):
     cfg = BufferConfig()
-    buf = TrajectoryBuffer(cfg, redis_url, consumer="c")
+    buf = TrajectoryBuffer(cfg, redis_url, consumer="c", keys=KEYS)
     group = make_group("dup")
     buf.put(group)
     buf.ack(buf.read(1, block_ms=100))
@@ -129,7 +131,7 @@ def test_redis_killed_and_restarted_on_same_aof_loses_nothing_produced(tmp_path)
     server = EmbeddedRedis(tmp_path / "redis").start()
     cfg = BufferConfig()
     try:
-        buf = TrajectoryBuffer(cfg, server.url, consumer="c")
+        buf = TrajectoryBuffer(cfg, server.url, consumer="c", keys=KEYS)
         for i in range(50):
             buf.put(make_group(str(i)))
         first = buf.read(5, block_ms=100)
@@ -151,7 +153,7 @@ def test_redis_killed_and_restarted_on_same_aof_loses_nothing_produced(tmp_path)
 
 def test_malformed_entries_go_to_dead_letters_and_consumer_continues(redis_url):
     cfg = BufferConfig(max_entry_bytes=4096)
-    buf = TrajectoryBuffer(cfg, redis_url, consumer="c")
+    buf = TrajectoryBuffer(cfg, redis_url, consumer="c", keys=KEYS)
     good = make_group("ok")
     wrong_type = make_group("wt").trajectories[0].to_wire()
     wrong_type["reward"] = "lots"
@@ -178,13 +180,13 @@ def test_malformed_entries_go_to_dead_letters_and_consumer_continues(redis_url):
 
 def test_backpressure_blocks_producers_until_trainer_drains(redis_url):
     cfg = BufferConfig(high_water=3, put_timeout_s=30)
-    buf = TrajectoryBuffer(cfg, redis_url, consumer="c")
+    buf = TrajectoryBuffer(cfg, redis_url, consumer="c", keys=KEYS)
     for i in range(3):
         buf.put(make_group(str(i)))
     done = threading.Event()
 
     def late_put():
-        TrajectoryBuffer(cfg, redis_url, consumer="p2").put(make_group("late"))
+        TrajectoryBuffer(cfg, redis_url, consumer="p2", keys=KEYS).put(make_group("late"))
         done.set()
 
     thread = threading.Thread(target=late_put)
@@ -199,27 +201,27 @@ def test_backpressure_blocks_producers_until_trainer_drains(redis_url):
 
 def test_backpressure_times_out_with_a_clear_error(redis_url):
     cfg = BufferConfig(high_water=1)
-    buf = TrajectoryBuffer(cfg, redis_url, consumer="c")
+    buf = TrajectoryBuffer(cfg, redis_url, consumer="c", keys=KEYS)
     buf.put(make_group("a"))
     with pytest.raises(BufferFullError, match="high-water mark"):
         buf.put(make_group("b"), timeout=0.3)
 
 
 def test_policy_version_round_trip(redis_url):
-    buf = TrajectoryBuffer(BufferConfig(), redis_url)
+    buf = TrajectoryBuffer(BufferConfig(), redis_url, keys=KEYS)
     assert buf.policy_version() == 0
     buf.set_policy_version(7)
-    assert TrajectoryBuffer(BufferConfig(), redis_url).policy_version() == 7
+    assert TrajectoryBuffer(BufferConfig(), redis_url, keys=KEYS).policy_version() == 7
 
 
 def test_restarted_consumer_rereads_its_pending_entries_once_each(redis_url):
     cfg = BufferConfig()
-    producer = TrajectoryBuffer(cfg, redis_url, consumer="producer")
+    producer = TrajectoryBuffer(cfg, redis_url, consumer="producer", keys=KEYS)
     for i in range(5):
         producer.put(make_group(str(i)))
-    first = TrajectoryBuffer(cfg, redis_url, consumer="trainer-0")
+    first = TrajectoryBuffer(cfg, redis_url, consumer="trainer-0", keys=KEYS)
     assert len(first.read(5, block_ms=100)) == 5  # delivered, never acknowledged (the process "died")
-    again = TrajectoryBuffer(cfg, redis_url, consumer="trainer-0")  # same name after a restart
+    again = TrajectoryBuffer(cfg, redis_url, consumer="trainer-0", keys=KEYS)  # same name after a restart
     seen = []
     for _ in range(6):
         seen += [e.group.group_id for e in again.read(2, block_ms=50)]

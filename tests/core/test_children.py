@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proc_helpers import alive
+from proc_helpers import alive, wait_gone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
 
@@ -64,3 +64,34 @@ def test_without_it_a_forked_child_outlives_its_parent(tmp_path):
     finally:
         if alive:
             os.kill(child, signal.SIGKILL)
+
+
+SPAWNER = textwrap.dedent("""
+    import signal, subprocess, sys, threading, time
+    from slime_rl.children import spawn
+    box = {}
+    # from a thread that ends at once: the parent-death signal must follow the process, not this thread
+    t = threading.Thread(target=lambda: box.update(proc=spawn(["sleep", "120"], death_signal=signal.SIGTERM)))
+    t.start(); t.join()
+    open(sys.argv[1], "w").write(str(box["proc"].pid))
+    time.sleep(120)
+""")
+
+
+def test_spawned_child_outlives_the_thread_that_started_it_but_not_the_process(tmp_path):
+    pid_file = tmp_path / "spawned"
+    parent = subprocess.Popen([sys.executable, "-c", SPAWNER, str(pid_file)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline and parent.poll() is None, "the parent never spawned"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        time.sleep(0.5)
+        assert alive(child), "the child died with the thread that started it"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        assert not wait_gone([child], 5), "the spawned child outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

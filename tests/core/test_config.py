@@ -25,6 +25,7 @@ def test_yaml_and_dotted_overrides(tmp_path):
     ("rollout.group_size=many", "rollout.group_size", "integer"),
     ("trainer.lr=-1", "trainer.lr", "greater than 0"),
     ("loss.kind=ppo2", "loss.kind", "bilateral"),
+    ("loss.eps_low=1.5", "loss.eps_low", "less than 1"),
     ("rollout.sampling.top_p=1.5", "rollout.sampling.top_p", "less than or equal"),
 ])
 def test_bad_values_name_the_dotted_path(override, path, words):
@@ -64,3 +65,12 @@ def test_model_dtype_auto_is_settled_at_load_to_what_the_machine_computes_native
     assert model_cfg.ModelConfig(dtype="bfloat16").dtype == "bfloat16"  # an explicit choice is kept
     with pytest.raises(ValueError, match="dtype"):
         model_cfg.ModelConfig(dtype="int8")
+
+
+def test_each_loss_kind_takes_exactly_its_own_options():
+    cfg = load_config(None, ["loss.kind=tis", "loss.cap=3"])
+    assert (cfg.loss.kind, cfg.loss.cap, cfg.loss.clip_high) == ("tis", 3.0, 0.28)
+    assert load_config(None, ["loss.eps_low=0.1"]).loss.kind == "bilateral"  # a section without a kind: the default
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["loss.kind=tis", "loss.eps_low=0.1"])  # a bilateral option on another kind
+    assert info.value.problems == [("loss.eps_low", "not an option of loss.kind=tis")]

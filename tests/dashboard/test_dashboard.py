@@ -10,10 +10,12 @@ import redis
 
 from slime_rl.dashboard.aggregate import Aggregator
 from slime_rl.dashboard.app import start_dashboard
-from slime_rl.metrics import CONTROL_STREAM, MetricsSink
+from slime_rl.metrics import MetricsSink
+from slime_rl.run_keys import RunKeys
 
 OUT = Path(__file__).resolve().parents[2] / "test-output"
 CHROMIUM = "/usr/bin/chromium"
+KEYS = RunKeys("dashboard-test")
 
 
 def feed(sink: MetricsSink, step: int) -> None:
@@ -49,10 +51,10 @@ def test_aggregator_is_pure_and_counts():
 
 
 def test_api_prometheus_and_controls(redis_url):
-    sink = MetricsSink("test", redis_url)
+    sink = MetricsSink("test", redis_url, keys=KEYS)
     for step in (1, 2):
         feed(sink, step)
-    dash = start_dashboard(redis_url, token="s3cret")
+    dash = start_dashboard(redis_url, KEYS, token="s3cret")
     try:
         summary = wait_records(dash.url, 12)
         assert summary["latest"]["trainer_reward_mean"] == pytest.approx(0.4)
@@ -70,15 +72,32 @@ def test_api_prometheus_and_controls(redis_url):
         r = redis.Redis.from_url(redis_url)
         assert httpx.post(f"{dash.url}api/control/checkpoint").status_code == 401
         assert httpx.post(f"{dash.url}api/control/checkpoint", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert r.xlen(CONTROL_STREAM) == 0
+        assert r.xlen(KEYS.control) == 0
         ok = httpx.post(f"{dash.url}api/control/pause_rollout", headers={"Authorization": "Bearer s3cret"})
-        assert ok.status_code == 200 and r.xrange(CONTROL_STREAM)[0][1][b"action"] == b"pause_rollout"
+        assert ok.status_code == 200 and r.xrange(KEYS.control)[0][1][b"action"] == b"pause_rollout"
+    finally:
+        dash.stop()
+
+
+def test_dashboard_shows_and_controls_only_its_own_run(redis_url):
+    other = RunKeys("other-run")  # a second run on the same Redis, with the same source names
+    feed(MetricsSink("test", redis_url, keys=other), 5)
+    feed(MetricsSink("test", redis_url, keys=KEYS), 1)
+    dash = start_dashboard(redis_url, KEYS, token="s3cret")
+    try:
+        summary = wait_records(dash.url, 7, timeout=3)  # gives the other run's 6 records time to show up
+        assert summary["records"] == 6 and summary["latest"]["trainer_reward_mean"] == pytest.approx(0.3)
+        assert summary["engine_versions"] == {"http://e0": 1}
+        ok = httpx.post(f"{dash.url}api/control/checkpoint", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        r = redis.Redis.from_url(redis_url)
+        assert r.xlen(KEYS.control) == 1 and r.xlen(other.control) == 0
     finally:
         dash.stop()
 
 
 def test_controls_disabled_without_a_token(redis_url):
-    dash = start_dashboard(redis_url)
+    dash = start_dashboard(redis_url, KEYS)
     try:
         r = httpx.post(f"{dash.url}api/control/checkpoint", headers={"Authorization": "Bearer x"})
         assert r.status_code == 403
@@ -90,9 +109,9 @@ def test_controls_disabled_without_a_token(redis_url):
 def test_page_renders_live_charts_and_trajectory_viewer(redis_url):
     from playwright.sync_api import sync_playwright
 
-    sink = MetricsSink("test", redis_url)
+    sink = MetricsSink("test", redis_url, keys=KEYS)
     feed(sink, 1)
-    dash = start_dashboard(redis_url, token="s3cret")
+    dash = start_dashboard(redis_url, KEYS, token="s3cret")
     OUT.mkdir(exist_ok=True)
     try:
         with sync_playwright() as p:

@@ -60,3 +60,19 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
 
 def pid_of(run_dir: Path, name: str) -> int:
     return int((run_dir / "pids" / name).read_text())
+
+
+def audit(run_dir: Path) -> list[dict]:
+    """The trainer's commit records (trained_ids.jsonl): step, version, trajectory ids, prompts of the groups."""
+    return [json.loads(line) for line in (run_dir / "trained_ids.jsonl").read_text().splitlines()]
+
+
+def dashboard_url(log_path: Path) -> str:
+    """The dashboard URL a run printed at start."""
+    return next(line.split("dashboard: ")[1].strip() for line in log_path.read_text().splitlines()
+                if "dashboard: " in line)
+
+
+def metrics_records(run_dir: Path, kind: str | None = None) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if kind is None or r["kind"] == kind]

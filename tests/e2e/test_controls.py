@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from e2e_helpers import read_summary, start_train, tiny_overrides, trainer_steps, wait_for_step
+from e2e_helpers import dashboard_url, read_summary, start_train, tiny_overrides, trainer_steps, wait_for_step
 
 
 @pytest.mark.slow
@@ -20,8 +20,7 @@ def test_pause_resume_and_checkpoint_from_the_dashboard(math_config, tiny_model_
     proc = start_train(args, tmp_path / "run.log")
     try:
         wait_for_step(run_dir, 1, proc)
-        url = next(line.split("dashboard: ")[1].strip() for line in (tmp_path / "run.log").read_text().splitlines()
-                   if "dashboard: " in line)
+        url = dashboard_url(tmp_path / "run.log")
         assert httpx.post(f"{url}api/control/pause_rollout").status_code == 401
         auth = {"Authorization": "Bearer tok"}
         assert httpx.post(f"{url}api/control/pause_rollout", headers=auth).status_code == 200

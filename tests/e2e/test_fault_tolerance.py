@@ -1,19 +1,14 @@
 """Kill parts of a running job and check that it recovers, with no trajectory trained twice and none lost."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 
 import pytest
 
-from e2e_helpers import pid_of, read_summary, run_train, start_train, tiny_overrides, wait_for_step
+from e2e_helpers import audit, pid_of, read_summary, run_train, start_train, tiny_overrides, wait_for_step
 from proc_helpers import alive, forked_children
-
-
-def audit(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "trained_ids.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import ray
+import redis
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -15,8 +16,10 @@ from slime_rl.config import RelayConfig
 from slime_rl.relay.group import RelayGroup
 from slime_rl.relay.versions import IntegrityError, VersionStore, pack_weights, unpack_weights, verify
 from slime_rl.rollout.engine_launcher import launch_cpu_engine
+from slime_rl.run_keys import RunKeys
 
 PROMPT = [1, 504, 3458, 314]
+KEYS = RunKeys("relay-test")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def reference_greedy(model_path, weights: dict[str, torch.Tensor], n: int = 12) 
 def test_push_reaches_every_engine_with_exactly_the_trainers_weights(ray_local, redis_url, engines, tiny_model_path,
                                                                      transport):
     group = RelayGroup.start(RelayConfig(num_relays=2, fanout=1, transport=transport), redis_url,
-                             [e.url for e in engines])
+                             [e.url for e in engines], keys=KEYS)
     base = max(group.engine_versions().values())  # the engines are shared by the module: start past their version
     try:
         weights = perturbed(tiny_model_path, 1.05 if transport == "auto" else 1.03)
@@ -74,7 +77,7 @@ def test_push_reaches_every_engine_with_exactly_the_trainers_weights(ray_local, 
 
 def test_generation_in_flight_during_a_swap_finishes_with_switched_versions(ray_local, redis_url, tiny_model_path):
     engine = launch_cpu_engine(tiny_model_path, threads=1)
-    group = RelayGroup.start(RelayConfig(num_relays=1), redis_url, [engine.url])
+    group = RelayGroup.start(RelayConfig(num_relays=1), redis_url, [engine.url], keys=KEYS)
     try:
         box = {}
         body = {"input_ids": PROMPT, "sampling_params": {"max_new_tokens": 600, "temperature": 0, "ignore_eos": True},
@@ -101,7 +104,7 @@ def test_generation_in_flight_during_a_swap_finishes_with_switched_versions(ray_
 
 
 def test_relay_killed_mid_fanout_engines_still_get_the_version(ray_local, redis_url, engines, tiny_model_path):
-    group = RelayGroup.start(RelayConfig(num_relays=3, fanout=2), redis_url, [e.url for e in engines])
+    group = RelayGroup.start(RelayConfig(num_relays=3, fanout=2), redis_url, [e.url for e in engines], keys=KEYS)
     try:
         ray.kill(group.relays[1])  # engine 1's own relay dies before the version reaches it
         group.publisher().publish(10, perturbed(tiny_model_path, 0.98))
@@ -111,8 +114,24 @@ def test_relay_killed_mid_fanout_engines_still_get_the_version(ray_local, redis_
         group.stop()
 
 
+@pytest.mark.parametrize("left_by", ["own-earlier-start", "another-run"])
+def test_syncers_follow_only_their_own_relays_announcements(ray_local, redis_url, engines, tiny_model_path, left_by):
+    """A newer version announced on the weights stream before this group started, by relays that are gone (this
+    run before a resume) or that are not ours (another run on the same Redis), must not hold the engines back:
+    a syncer chasing it would wait for a version none of its relays will ever have."""
+    base = max(int(httpx.get(f"{e.url}/get_weight_version").json()["weight_version"]) for e in engines)
+    stale = KEYS if left_by == "own-earlier-start" else RunKeys("another-run")
+    redis.Redis.from_url(redis_url).xadd(stale.weights, {"version": base + 50, "relay": "relay-0"})
+    group = RelayGroup.start(RelayConfig(num_relays=1), redis_url, [engines[0].url], keys=KEYS)
+    try:
+        group.publisher().publish(base + 1, perturbed(tiny_model_path, 1.01))
+        group.wait_for_version(base + 1, timeout=20)  # well inside the 30 s a syncer waits for a missing version
+    finally:
+        group.stop()
+
+
 def test_stopped_syncer_ends_its_loop_and_closes_its_http_client(ray_local, redis_url, engines):
-    group = RelayGroup.start(RelayConfig(num_relays=1), redis_url, [engines[0].url])
+    group = RelayGroup.start(RelayConfig(num_relays=1), redis_url, [engines[0].url], keys=KEYS)
     try:
         syncer = group.syncers[engines[0].url]
         assert ray.get(syncer.__ray_call__.remote(lambda s: (s._thread.is_alive(), s.http.is_closed))) == (True, False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from slime_rl.bench import run_benchmark
-from slime_rl.rollout.bench_engine import workload
+from slime_rl.bench.engine import workload
 
 
 def test_workload_is_long_tailed():

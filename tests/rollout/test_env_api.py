@@ -45,7 +45,7 @@ def test_dataset_errors_and_worker_striding(tmp_path):
         PromptDataset([])
     rows = [{"i": i} for i in range(5)]
     workers = [PromptDataset(rows, w, 2, shuffle=True, seed=3) for w in range(2)]
-    seen = [w.next()[0] for _ in range(5) for w in workers]  # two workers, one epoch each... and a bit more
+    seen = [w.at(k)[0] for k in range(5) for w in workers]  # two workers, one epoch each... and a bit more
     assert sorted(seen[:5]) == [0, 1, 2, 3, 4]  # the first epoch is split without overlap
     assert sorted(seen[5:]) == [0, 1, 2, 3, 4]  # and the next, reshuffled
 

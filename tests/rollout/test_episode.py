@@ -54,6 +54,23 @@ class BadKwargsEnv(BrokenResetEnv):
         raise TypeError("unexpected keyword 'difficulty'")
 
 
+class EndlessToolEnv(Env):
+    """Never ends the episode itself and gives no reward: only the turn limit ends it."""
+
+    max_turns = 2
+
+    async def reset(self, sample):
+        return ResetResult(messages=[{"role": "user", "content": "keep going"}])
+
+    async def step(self, response_text):
+        return StepResult(observation="again", done=False)
+
+
+class DoneWithoutRewardEnv(EndlessToolEnv):
+    async def step(self, response_text):
+        return StepResult(done=True)
+
+
 def half_reward(sample, response_text: str) -> float:
     return 0.25
 
@@ -122,3 +139,17 @@ def test_reward_fn_from_the_config_replaces_the_env_reward(tiny_engine, tok):
     runner = runner_for(ArithmeticEnv, tok, tiny_engine, **{"env.reward_fn": f"{__name__}:half_reward"})
     traj = asyncio.run(runner.run({"id": "x", "question": "What is 1 + 1?", "answer": "2"}, "g", 0))
     assert traj.reward == 0.25 and traj.status != Status.FAILED
+
+
+def test_the_turn_limit_is_the_env_classes_unless_the_config_sets_one_and_a_cut_names_it(tiny_engine, tok):
+    by_class = asyncio.run(runner_for(EndlessToolEnv, tok, tiny_engine).run({}, "g", 0))
+    assert by_class.status == Status.FAILED
+    assert "cut at EndlessToolEnv.max_turns=2" in by_class.metadata["reason"]
+    assert "set env.max_turns, or return a reward" in by_class.metadata["reason"]
+    mask = "".join(map(str, by_class.loss_mask))
+    assert mask.count("10") == 1 and mask.count("01") == 1  # two model turns around one observation
+    by_config = asyncio.run(runner_for(EndlessToolEnv, tok, tiny_engine, **{"env.max_turns": 1}).run({}, "g", 1))
+    assert by_config.status == Status.FAILED and "cut at env.max_turns=1" in by_config.metadata["reason"]
+    assert 0 not in by_config.loss_mask  # one model turn, no observation appended
+    done = asyncio.run(runner_for(DoneWithoutRewardEnv, tok, tiny_engine).run({}, "g", 2))
+    assert done.status == Status.FAILED and "done=True) without a reward" in done.metadata["reason"]

@@ -9,6 +9,7 @@ from slime_rl.buffer import TrajectoryBuffer
 from slime_rl.config import load_config
 from slime_rl.env_api import SingleTurnEnv
 from slime_rl.rollout.worker import RolloutWorkerCore
+from slime_rl.run_keys import RunKeys
 from slime_rl.trajectory import Status
 
 
@@ -47,7 +48,7 @@ def cfg_for(model, **over: Any):
 
 
 def read_all(cfg, redis_url):
-    return TrajectoryBuffer(cfg.buffer, redis_url, "test-reader").read(100, block_ms=200)
+    return TrajectoryBuffer(cfg.buffer, redis_url, "test-reader", keys=RunKeys.of(cfg)).read(100, block_ms=200)
 
 
 def test_worker_pushes_valid_groups(tiny_engine, tiny_model_path, redis_url, tmp_path):

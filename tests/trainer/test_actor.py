@@ -14,6 +14,7 @@ import torch
 
 from slime_rl.buffer import TrajectoryBuffer
 from slime_rl.config import RunConfig
+from slime_rl.run_keys import RunKeys
 from slime_rl.trainer.actor import TrainerActor, TrainerCore
 from slime_rl.trainer.parallel import init_parallel
 
@@ -43,7 +44,7 @@ def records(run_dir, kind: str) -> list[dict]:
 def test_groups_are_trained_then_acknowledged(parallel, redis_url, tmp_path, tiny_model_path):
     cfg = config(tiny_model_path)
     core = TrainerCore(cfg, redis_url, str(tmp_path), consumer="trainer-0")
-    producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer")
+    producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer", keys=RunKeys.of(cfg))
     first = [on_policy_group(core.policy, f"a{i}") for i in range(2)]
     producer.put_many(first)
     m = core.train_step(timeout_s=30)
@@ -81,7 +82,7 @@ def test_killed_before_commit_leaves_entries_pending_and_they_train_once(paralle
     child = ctx.Process(target=run_trainer_until_killed, args=(cfg, redis_url, str(run_dir), "trainer-0"))
     child.start()
     try:
-        producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer")
+        producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer", keys=RunKeys.of(cfg))
         ref = TrainerCore(cfg, redis_url, str(tmp_path / "ref"), consumer="reference-only")  # for logprobs only
         groups = [on_policy_group(ref.policy, f"k{i}") for i in range(2)]
         producer.put_many(groups)
@@ -115,7 +116,7 @@ def test_killed_before_commit_leaves_entries_pending_and_they_train_once(paralle
 
 def test_trainer_actor_on_ray(ray_local, redis_url, tmp_path, tiny_model_path):
     cfg = config(tiny_model_path)
-    producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer")
+    producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer", keys=RunKeys.of(cfg))
     actor = TrainerActor.options(num_cpus=0).remote(cfg, redis_url, str(tmp_path), consumer="trainer-ray")
     try:
         producer.put_many([group(f"r{i}", [0, 0, 0, 0], n=4) for i in range(2)])
@@ -145,7 +146,7 @@ def test_background_publication_hands_over_a_snapshot_and_surfaces_its_result(pa
                                                                                tiny_model_path):
     cfg = config(tiny_model_path)
     core = TrainerCore(cfg, redis_url, str(tmp_path), consumer="trainer-bg")
-    producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer")
+    producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer", keys=RunKeys.of(cfg))
     producer.put_many([on_policy_group(core.policy, f"bg{i}") for i in range(2)])
     core.train_step(timeout_s=30)
     publisher = SlowPublisher()

@@ -1,6 +1,6 @@
 import pytest
 
-from slime_rl.config import LossConfig
+from slime_rl.config import BilateralLoss
 from slime_rl.trainer.advantages import compute_advantages, grpo, reinforce_pp, reinforce_pp_baseline, rloo
 
 
@@ -29,9 +29,9 @@ def test_reinforce_pp_baseline_centres_per_group_then_scales_by_the_batch():
 
 
 def test_compute_advantages_dispatches_and_checks_input():
-    assert compute_advantages([[1.0, 0.0]], LossConfig(advantage="grpo", std_normalize=False)) == [[0.5, -0.5]]
-    assert compute_advantages([[1.0, 0.0]], LossConfig(advantage="rloo")) == [[1.0, -1.0]]
+    assert compute_advantages([[1.0, 0.0]], BilateralLoss(advantage="grpo", std_normalize=False)) == [[0.5, -0.5]]
+    assert compute_advantages([[1.0, 0.0]], BilateralLoss(advantage="rloo")) == [[1.0, -1.0]]
     with pytest.raises(ValueError, match="group 1 has no rewards"):
-        compute_advantages([[1.0], []], LossConfig())
+        compute_advantages([[1.0], []], BilateralLoss())
     with pytest.raises(ValueError, match="non-finite"):
-        compute_advantages([[float("nan")]], LossConfig())
+        compute_advantages([[float("nan")]], BilateralLoss())

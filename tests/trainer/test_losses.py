@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from slime_rl.config import LossConfig
+from slime_rl.config import BilateralLoss, DecoupledLoss, IcePopLoss, NoCorrectionLoss, TISLoss
 from slime_rl.trainer.losses import LossInputs, policy_loss
 
 
@@ -13,7 +13,7 @@ def inputs(logp, rollout, adv, old=None):
 
 
 def test_bilateral_masks_outside_the_band_and_on_its_edges():
-    cfg = LossConfig(kind="bilateral", eps_low=0.2, eps_high=0.25)
+    cfg = BilateralLoss(eps_low=0.2, eps_high=0.25)
     # ratios: 1.0 (kept), 1.25 (exactly on the upper edge: masked), 0.8 (on the lower edge: masked), 1.1 (kept),
     # 2.0 (masked)
     ratios = [1.0, 1.25, 0.8, 1.1, 2.0]
@@ -40,7 +40,7 @@ def test_bilateral_on_policy_equals_policy_gradient():
     logp = -torch.rand(7)
     adv = torch.randn(7)
     a = LossInputs(logp.clone().requires_grad_(True), logp.clone(), adv)
-    loss, m = policy_loss(a, LossConfig(kind="bilateral"))
+    loss, m = policy_loss(a, BilateralLoss())
     loss.backward()
     b = logp.clone().requires_grad_(True)
     (-(adv * b).mean()).backward()
@@ -49,7 +49,7 @@ def test_bilateral_on_policy_equals_policy_gradient():
 
 
 def test_icepop_band_on_old_over_rollout():
-    cfg = LossConfig(kind="icepop", icepop_beta=2.0, clip_low=0.2, clip_high=0.2)
+    cfg = IcePopLoss(beta=2.0, clip_low=0.2, clip_high=0.2)
     rollout = [-1.0, -1.0, -1.0]
     old = [-1.0, -1.0 + math.log(2.0), -1.0 + math.log(2.5)]  # w = 1 (kept), 2 (edge: kept, closed band), 2.5 (masked)
     logp = [o + math.log(1.5) for o in old]  # ratio to old = 1.5 -> clipped to 1.2 for positive advantage
@@ -64,7 +64,7 @@ def test_icepop_band_on_old_over_rollout():
 
 
 def test_tis_truncates_the_weight():
-    cfg = LossConfig(kind="tis", tis_cap=2.0, clip_low=0.2, clip_high=0.2)
+    cfg = TISLoss(cap=2.0, clip_low=0.2, clip_high=0.2)
     rollout = [-2.0, -2.0]
     old = [-2.0 + math.log(3.0), -2.0 + math.log(0.5)]  # weights 3 -> capped 2, and 0.5
     logp = old  # ratio to old = 1
@@ -73,7 +73,7 @@ def test_tis_truncates_the_weight():
 
 
 def test_decoupled_uses_prox_over_behaviour_weight():
-    cfg = LossConfig(kind="decoupled", clip_low=0.2, clip_high=0.2)
+    cfg = DecoupledLoss(clip_low=0.2, clip_high=0.2)
     rollout, old = [-1.0], [-1.0 + math.log(1.5)]
     logp = [old[0] + math.log(0.5)]  # ratio 0.5 with A<0 -> clip to 0.8: min(-0.5, -0.8) = -0.8
     loss, _ = policy_loss(inputs(logp, rollout, [-1.0], old), cfg)
@@ -81,7 +81,7 @@ def test_decoupled_uses_prox_over_behaviour_weight():
 
 
 def test_none_is_plain_ppo_clip_against_rollout():
-    cfg = LossConfig(kind="none", clip_low=0.2, clip_high=0.28)
+    cfg = NoCorrectionLoss(clip_low=0.2, clip_high=0.28)
     rollout = [-1.0, -1.0]
     logp = [-1.0 + math.log(1.5), -1.0 + math.log(0.9)]
     loss, m = policy_loss(inputs(logp, rollout, [1.0, 1.0]), cfg)
@@ -92,15 +92,15 @@ def test_none_is_plain_ppo_clip_against_rollout():
 
 def test_variants_needing_old_logprobs_say_so():
     with pytest.raises(ValueError, match="needs logp_old"):
-        policy_loss(inputs([-1.0], [-1.0], [1.0]), LossConfig(kind="tis"))
+        policy_loss(inputs([-1.0], [-1.0], [1.0]), TISLoss())
     with pytest.raises(ValueError, match="needs logp_ref"):
-        policy_loss(inputs([-1.0], [-1.0], [1.0]), LossConfig(kind="bilateral", kl_coef=0.1))
+        policy_loss(inputs([-1.0], [-1.0], [1.0]), BilateralLoss(kl_coef=0.1))
     with pytest.raises(ValueError, match="logp_rollout has shape"):
-        policy_loss(inputs([-1.0, -2.0], [-1.0], [1.0, 1.0]), LossConfig())
+        policy_loss(inputs([-1.0, -2.0], [-1.0], [1.0, 1.0]), BilateralLoss())
 
 
 def test_kl_penalty_is_zero_at_the_reference_and_positive_away():
-    cfg = LossConfig(kind="bilateral", kl_coef=0.5)
+    cfg = BilateralLoss(kl_coef=0.5)
     x = inputs([-1.0, -2.0], [-1.0, -2.0], [0.0, 0.0])
     x.logp_ref = torch.tensor([-1.0, -2.0])
     loss, m = policy_loss(x, cfg)
@@ -117,7 +117,7 @@ def inputs64(logp, rollout, adv, old=None):
 
 
 def test_icepop_lower_edge_is_kept_and_gradients_follow_the_band():
-    cfg = LossConfig(kind="icepop", icepop_beta=2.0)
+    cfg = IcePopLoss(beta=2.0)
     old = [math.log(0.5), math.log(0.49), 0.0]  # w = 1/beta exactly (kept), just below (masked), 1 (kept)
     x = inputs64(old, [0.0, 0.0, 0.0], [1.0, 1.0, -1.0], old)  # pi_theta = pi_old: rho = 1, nothing clipped
     loss, m = policy_loss(x, cfg)
@@ -129,7 +129,7 @@ def test_icepop_lower_edge_is_kept_and_gradients_follow_the_band():
 
 
 def test_tis_gradient_is_the_truncated_weight_times_the_policy_gradient():
-    cfg = LossConfig(kind="tis", tis_cap=2.0)
+    cfg = TISLoss(cap=2.0)
     old = [math.log(3.0), math.log(0.5)]
     x = inputs64(old, [0.0, 0.0], [1.0, -1.0], old)
     loss, m = policy_loss(x, cfg)
@@ -139,7 +139,7 @@ def test_tis_gradient_is_the_truncated_weight_times_the_policy_gradient():
 
 
 def test_decoupled_weight_can_be_capped():
-    cfg = LossConfig(kind="decoupled", decoupled_cap=1.2)
+    cfg = DecoupledLoss(cap=1.2)
     old = [math.log(1.5)]
     loss, m = policy_loss(inputs64(old, [0.0], [2.0], old), cfg)
     assert loss.item() == pytest.approx(-1.2 * 2.0)
@@ -147,7 +147,7 @@ def test_decoupled_weight_can_be_capped():
 
 
 def test_none_clips_the_low_side_for_negative_advantages():
-    cfg = LossConfig(kind="none", clip_low=0.2, clip_high=0.28)
+    cfg = NoCorrectionLoss(clip_low=0.2, clip_high=0.28)
     x = inputs64([math.log(0.5), math.log(0.9)], [0.0, 0.0], [-1.0, -1.0])
     loss, m = policy_loss(x, cfg)
     assert loss.item() == pytest.approx(-(-0.8 - 0.9) / 2)  # min(-0.5, -0.8) = -0.8 (clipped); -0.9 (inside)
@@ -160,7 +160,7 @@ def test_normalizer_spreads_the_mean_over_the_whole_step():
     """Two micro-batches, each divided by the step's token count, add up to the loss of the whole step."""
     torch.manual_seed(1)
     logp, rollout, adv = -torch.rand(6), -torch.rand(6), torch.randn(6)
-    cfg = LossConfig(kind="bilateral", eps_low=0.9, eps_high=5.0)
+    cfg = BilateralLoss(eps_low=0.9, eps_high=5.0)
     whole, _ = policy_loss(LossInputs(logp, rollout, adv), cfg)
     parts = [policy_loss(LossInputs(logp[s], rollout[s], adv[s], normalizer=6), cfg)[0]
              for s in (slice(0, 2), slice(2, 6))]

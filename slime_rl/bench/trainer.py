@@ -37,15 +37,15 @@ def make_groups(n_groups: int, group_size: int, seed: int = 0, vocab: int = 4000
 
 class Ours:
     def __init__(self, cfg: RunConfig):
-        from .parallel import init_parallel
-        from .policy import MegatronPolicy
+        from slime_rl.trainer.parallel import init_parallel
+        from slime_rl.trainer.policy import MegatronPolicy
 
         init_parallel()
         self.cfg, self.policy = cfg, MegatronPolicy.from_hf(cfg.model.path, cfg.trainer)
         self.metrics: dict = {}
 
     def step(self, groups: list[TrajectoryGroup]) -> int:
-        from .train_step import train_step
+        from slime_rl.trainer.train_step import train_step
 
         self.metrics = train_step(self.policy, groups, 0, self.cfg)
         # the sequences' tokens, as for the transformers loop: a prompt shared by a group is packed once
@@ -65,7 +65,7 @@ class HFLoop:
         self.clip, self.batch, self.pad_slots, self.slots = t.grad_clip, batch, 0, 0
 
     def step(self, groups: list[TrajectoryGroup]) -> int:
-        from .advantages import grpo
+        from slime_rl.trainer.advantages import grpo
 
         trajs = [t for g in groups for t in g.trajectories]
         advs = [a for g in groups for a in grpo([t.reward for t in g.trajectories])]

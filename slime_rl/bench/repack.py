@@ -19,9 +19,9 @@ from typing import Any
 
 from slime_rl.model_store import DEFAULT_OUT
 
-from .bench_engine import prompts, workload
-from .engine_launcher import launch_cpu_engine
-from .router import Router
+from .engine import prompts, workload
+from slime_rl.rollout.engine_launcher import launch_cpu_engine
+from slime_rl.rollout.router import Router
 
 
 async def one_batch(urls: list[str], batch: list[list[int]], lengths: list[int], repack_below: int,

@@ -17,10 +17,11 @@ from slime_rl.config import RelayConfig
 from slime_rl.model_store import DEFAULT_OUT
 from slime_rl.redis_server import EmbeddedRedis
 from slime_rl.run_context import start_ray
+from slime_rl.run_keys import RunKeys
 
-from .delivery import deliver
-from .group import RelayGroup
-from .versions import pack_weights
+from slime_rl.relay.delivery import deliver
+from slime_rl.relay.group import RelayGroup
+from slime_rl.relay.versions import pack_weights
 
 
 @ray.remote(num_cpus=0)
@@ -54,7 +55,7 @@ def run(quick: bool = False) -> dict:
             version = 0
             for k in ks:
                 group = RelayGroup.start(RelayConfig(num_relays=max(1, k // 2), fanout=2), redis.url,
-                                         [e.url for e in engines[:k]])
+                                         [e.url for e in engines[:k]], keys=RunKeys(f"bench-relay-{k}"))
                 samples = []
                 try:
                     for rep in range(reps + 1):  # the first push warms up (first-touch, connections): not counted

@@ -17,7 +17,7 @@ import numpy as np
 
 from slime_rl.config import SandboxConfig
 
-from .base import RunRequest
+from slime_rl.sandboxes.base import RunRequest
 
 PROGRAM = "print(sum(range(100)))"
 CONCURRENCY = (1, 2, 4)
@@ -53,7 +53,7 @@ def _bare() -> None:
 
 
 def run(quick: bool = False) -> dict:
-    from .bwrap import BwrapSandbox
+    from slime_rl.sandboxes.bwrap import BwrapSandbox
 
     n = 12 if quick else 40
     out: dict = {"program": PROGRAM, "runs_per_point": n, "concurrency": list(CONCURRENCY)}
@@ -79,9 +79,9 @@ def run(quick: bool = False) -> dict:
 
 def _docker(n: int) -> dict:
     """Needs a Docker engine: a private dockerd is started for the measurement and stopped after."""
-    from .docker_backend import DockerSandbox
-    from .dockerd import PrivateDockerd
-    from .rootfs import ensure_image
+    from slime_rl.sandboxes.docker_backend import DockerSandbox
+    from slime_rl.sandboxes.dockerd import PrivateDockerd
+    from slime_rl.sandboxes.rootfs import ensure_image
 
     root = tempfile.mkdtemp(prefix="dkr", dir="/tmp")
     try:

@@ -15,8 +15,8 @@ import torch
 
 from slime_rl.model_store import DEFAULT_OUT
 
-from .engine_client import EngineClient
-from .engine_launcher import launch_cpu_engine
+from slime_rl.rollout.engine_client import EngineClient
+from slime_rl.rollout.engine_launcher import launch_cpu_engine
 
 
 def workload(n: int, median: int, tail: float = 10.0, seed: int = 0) -> list[int]:

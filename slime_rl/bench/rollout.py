@@ -20,10 +20,10 @@ from slime_rl.config import load_config
 from slime_rl.model_store import DEFAULT_OUT
 from slime_rl.redis_server import EmbeddedRedis
 
-from .engine_client import EngineClient
-from .engine_launcher import launch_cpu_engine
-from .episode import encode_chat
-from .worker import RolloutWorkerCore
+from slime_rl.rollout.engine_client import EngineClient
+from slime_rl.rollout.engine_launcher import launch_cpu_engine
+from slime_rl.rollout.episode import encode_chat
+from slime_rl.rollout.worker import RolloutWorkerCore
 
 async def _raw(client: EngineClient, prompts: list[list[int]], params: dict[str, Any]) -> int:
     results = await asyncio.gather(*(client.generate(p, params, rid=f"raw-{i}") for i, p in enumerate(prompts)))
