@@ -58,7 +58,7 @@ class CalculatorEnv(Env):
         return StepResult(observation=result, done=False, reward=0.0, info={"tool_calls": 1})
 
     @classmethod
-    def load_dataset(cls, path, split: str = "train", num_samples: int = 500, **kwargs: Any) -> list[dict[str, Any]]:
+    def load_dataset(cls, path, split: str = "train", num_samples: int = 500) -> list[dict[str, Any]]:
         if path is not None:
             return super().load_dataset(path, split)
         return make_problems(num_samples, 11 if split == "train" else 12, max_operand=99, ops="+-*")

@@ -7,7 +7,8 @@ scored on the last number 0.18-0.24; the same with proximity credit 0.47. The mo
 at the token limit (mean length ~14.5 of 16); bare-number replies are rare (~1%) and, at the start, wrong.
 Single-digit addition scored on the last number of the reply (so "3 + 4 = 7" counts) sits in the learnable middle:
 GRPO's first win is answering at once, where the model is most accurate. `format_bonus` (default 0) optionally
-adds credit for a bare-number reply.
+adds credit for a bare-number reply (a constructor argument: `env.kwargs`); `num_samples`, `max_operand` and `ops`
+shape generated rows (`env.dataset_kwargs`).
 
 Data are generated, never downloaded: `python -m slime_rl_examples.math_env --out examples/math` writes the
 shipped train/eval JSONL (disjoint seeds; with single digits there are only 100 distinct questions, so "held out"
@@ -50,8 +51,8 @@ class ArithmeticEnv(SingleTurnEnv):
     instruction = "Answer with only the number."
     system = "You are a concise math assistant."  # shorter than the template's default: fewer tokens per sample
 
-    def __init__(self, format_bonus: float = 0.0, **kwargs: Any):
-        super().__init__(format_bonus=format_bonus, **kwargs)
+    def __init__(self, format_bonus: float = 0.0):
+        super().__init__()
         if not 0.0 <= format_bonus < 1.0:
             raise ValueError(f"format_bonus must be in [0, 1), got {format_bonus}")
         self.format_bonus = format_bonus
@@ -71,7 +72,7 @@ class ArithmeticEnv(SingleTurnEnv):
 
     @classmethod
     def load_dataset(cls, path: str | Path | None, split: str = "train", num_samples: int = 2000,
-                     max_operand: int = 9, ops: str = "+", **_: Any) -> list[dict[str, Any]]:
+                     max_operand: int = 9, ops: str = "+") -> list[dict[str, Any]]:
         if path is not None:
             return read_jsonl(path)
         return make_problems(num_samples, SEEDS.get(split, 3), max_operand, ops)

@@ -10,6 +10,8 @@ import numpy as np
 import ray
 import torch
 
+from slime_rl.results import PushReceipt
+
 from .versions import pack_weights
 
 _scratch: np.ndarray | None = None
@@ -21,7 +23,7 @@ class WeightPublisher:
     def __init__(self, root):
         self.root = root
 
-    def publish(self, version: int, named_tensors: dict[str, torch.Tensor]) -> dict:
+    def publish(self, version: int, named_tensors: dict[str, torch.Tensor]) -> PushReceipt:
         global _scratch
         started = time.perf_counter()
         with _scratch_lock:
@@ -30,5 +32,5 @@ class WeightPublisher:
             ref = ray.put(blob)  # copied into the object store: the buffer is free again
         # wrapped: the root reads the object store itself
         taken = ray.get(self.root.put.remote(manifest, [ref]), timeout=PUT_TIMEOUT_S)
-        return {"version": version, "bytes": manifest.total_bytes, "blocked_s": time.perf_counter() - started,
-                "accepted": taken, "published_at": time.time()}
+        return PushReceipt(version=version, bytes=manifest.total_bytes, blocked_s=time.perf_counter() - started,
+                           accepted=taken, published_at=time.time())

@@ -1,6 +1,7 @@
 """Prompt datasets for rollout workers.
 
-Rows come from the environment (`Env.load_dataset`: a JSONL file by default, generated data for the examples).
+Rows come from the environment (`load_dataset` of the Env or EnvFactory class: a JSONL file by default, generated
+data for the examples), with `env.dataset_kwargs` checked against its signature.
 Workers stride through one shared order without overlap (worker i takes positions i, i+W, i+2W, ...), and every
 epoch is reshuffled with a seed derived from (seed, epoch), so all workers agree on the order without talking.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from slime_rl.env_api import Env, EnvError
+from slime_rl.env_api import EnvError, EnvPlugin, check_kwargs, dataset_loader
 
 
 class PromptDataset:
@@ -51,16 +52,18 @@ class PromptDataset:
         return i, self.rows[i]
 
 
-def load_prompts(env_cls: type[Env], path: Any, split: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
-    """The environment's rows for a split, with errors that name the environment."""
+def load_prompts(plugin: EnvPlugin, path: Any, split: str, dataset_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The environment's rows for a split, with errors that name the environment (and the config field)."""
+    loader = dataset_loader(plugin)
+    check_kwargs(loader, dataset_kwargs, "env.dataset_kwargs", skip=2)  # (path, split) are ours
     try:
-        rows = env_cls.load_dataset(path, split=split, **kwargs)
+        rows = loader(path, split, **dataset_kwargs)
     except EnvError:
         raise
     except FileNotFoundError as exc:
-        raise EnvError(f"{env_cls.__name__}: {split} dataset not found: {exc.filename}") from None
+        raise EnvError(f"{plugin.__name__}: {split} dataset not found: {exc.filename}") from None
     except TypeError as exc:
-        raise EnvError(f"{env_cls.__name__}.load_dataset: {exc} (check env.kwargs)") from None
+        raise EnvError(f"{plugin.__name__}.load_dataset: {exc} (check env.dataset_kwargs)") from None
     if not isinstance(rows, list):
-        raise EnvError(f"{env_cls.__name__}.load_dataset returned {type(rows).__name__}, expected a list of dicts")
+        raise EnvError(f"{plugin.__name__}.load_dataset returned {type(rows).__name__}, expected a list of dicts")
     return rows

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from slime_rl.config import EnvConfig, SamplingConfig
-from slime_rl.env_api import Env, EnvError, SingleTurnEnv, StepResult, load_reward_fn
+from slime_rl.env_api import Env, EnvError, EnvFactory, SingleTurnEnv, StepResult, load_reward_fn
 from slime_rl.trajectory import Status, Trajectory
 
 from .engine_client import GenerateResult
@@ -41,8 +41,9 @@ def observation_ids(tokenizer, history: list[dict[str, str]], reply: str, observ
 
 
 class EpisodeRunner:
-    def __init__(self, env_cls: type[Env], env_cfg: EnvConfig, sampling: SamplingConfig, tokenizer, router: Router):
-        self.env_cls, self.env_cfg, self.sampling, self.tok, self.router = env_cls, env_cfg, sampling, tokenizer, router
+    def __init__(self, envs: EnvFactory, env_cfg: EnvConfig, sampling: SamplingConfig, tokenizer, router: Router):
+        self.envs, self.env_cfg, self.sampling, self.tok, self.router = envs, env_cfg, sampling, tokenizer, router
+        env_cls = envs.env_class
         self.eos_id = tokenizer.eos_token_id
         self._requests = 0  # makes every rid unique
         self._prompt_cache: dict[tuple, list[int]] = {}
@@ -78,11 +79,11 @@ class EpisodeRunner:
         started = time.time()
         env: Env | None = None
         key = resume.key if resume else f"{group_id}-{index}"
-        traj = Trajectory(group_id=group_id, prompt_ids=[0], env_name=getattr(self.env_cls, "name", "env"),
+        traj = Trajectory(group_id=group_id, prompt_ids=[0], env_name=getattr(self.envs.env_class, "name", "env"),
                           sample_index=index, metadata={"sample_id": sample.get("id")},
                           timing={"start": started})
         try:
-            env = self.env_cls(**self.env_cfg.kwargs)
+            env = self.envs.new_episode()
             reset = await asyncio.wait_for(env.reset(sample), self.env_cfg.step_timeout_s)
             history = list(reset.messages)
             traj.prompt_ids = resume.prompt_ids if resume else self.encode_prompt(history)

@@ -25,8 +25,9 @@ import ray
 
 from slime_rl.buffer import TrajectoryBuffer
 from slime_rl.config import RunConfig
-from slime_rl.env_api import load_env_class
+from slime_rl.env_api import build_env_factory, load_env_class
 from slime_rl.metrics import MetricsSink
+from slime_rl.results import EvalResult
 from slime_rl.net import write_pid
 from slime_rl.run_keys import RunKeys
 from slime_rl.trajectory import Status, Trajectory, TrajectoryGroup
@@ -47,13 +48,16 @@ class RolloutWorkerCore:
         if run_dir:
             write_pid(run_dir, f"rollout-{worker_index}")
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
-        self.env_cls = load_env_class(cfg.env.name)
-        rows = load_prompts(self.env_cls, cfg.env.dataset, "train", cfg.env.kwargs)
+        env_plugin = load_env_class(cfg.env.name)
+        rows = load_prompts(env_plugin, cfg.env.dataset, "train", cfg.env.dataset_kwargs)
+        # one per worker, for all its episodes; a typo in env.kwargs fails here, at start-up
+        self.envs = build_env_factory(env_plugin, cfg.env.kwargs)
+        self._envs_closed = False
         self.dataset = PromptDataset(rows, worker_index, self.rc.num_workers, self.rc.shuffle, self.rc.seed,
                                      name=f"{cfg.env.name} train")
         self.router = Router(engine_urls, timeout=cfg.engines.request_timeout_s,
                              health_interval_s=self.rc.health_interval_s, repack_below=self.rc.repack_below)
-        self.runner = EpisodeRunner(self.env_cls, cfg.env, self.rc.sampling, self.tokenizer, self.router)
+        self.runner = EpisodeRunner(self.envs, cfg.env, self.rc.sampling, self.tokenizer, self.router)
         keys = RunKeys.of(cfg)
         self.buffer = TrajectoryBuffer(cfg.buffer, redis_url, consumer=f"rollout-{worker_index}", keys=keys)
         self.metrics = MetricsSink(f"rollout-{worker_index}", redis_url, run_dir, keys=keys)
@@ -127,7 +131,7 @@ class RolloutWorkerCore:
         self.runner.aborting -= tail
         return self.stats()
 
-    async def evaluate(self, samples: list[dict[str, Any]], greedy: bool = True) -> dict[str, Any]:
+    async def evaluate(self, samples: list[dict[str, Any]], greedy: bool = True) -> EvalResult:
         """Held-out evaluation: one episode per sample, nothing pushed to the buffer."""
         sem = asyncio.Semaphore(self.rc.concurrency)
 
@@ -139,12 +143,23 @@ class RolloutWorkerCore:
         rewards = [t.reward for t in trajs]
         lengths = [sum(t.loss_mask) for t in trajs]
         failures = Counter(t.untrainable_reason for t in trajs if t.status == Status.FAILED)
-        return {"reward_mean": sum(rewards) / len(rewards) if rewards else 0.0, "samples": len(rewards),
-                "failed": sum(failures.values()), "failure_reasons": dict(failures.most_common(10)),
-                "response_len_mean": sum(lengths) / len(lengths) if lengths else 0.0}
+        return EvalResult(reward_mean=sum(rewards) / len(rewards) if rewards else 0.0, samples=len(rewards),
+                          failed=sum(failures.values()), failure_reasons=dict(failures.most_common(10)),
+                          response_len_mean=sum(lengths) / len(lengths) if lengths else 0.0)
 
     def stop(self) -> None:
         self._stopping = True
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Release the environment's shared resources (a judge's sandbox pool), once; the run calls this after
+        stop() and before it kills the worker, since a killed actor cleans nothing up."""
+        if self._envs_closed:
+            return
+        self._envs_closed, self._stopping = True, True
+        deadline = time.monotonic() + timeout_s
+        while self._inflight and time.monotonic() < deadline:  # the episodes stop() cut short end first
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(self.envs.close(), max(1.0, deadline - time.monotonic()))
 
     def stats(self) -> dict[str, Any]:
         active = self.active_s + (time.monotonic() - self._active_since if self._active_since else 0.0)

@@ -80,7 +80,7 @@ def main() -> None:
 
     # 3. a real train step, and the HF export round trip
     before = {k: v.clone() for k, v in policy.export_hf_state_dict().items()}
-    m = train_step(policy, on_policy_groups(policy), 0, cfg)
+    m = train_step(policy, on_policy_groups(policy), 0, cfg).update.model_dump()
     after = policy.export_hf_state_dict()
     report["train_step"] = {k: m[k] for k in ("loss", "grad_norm", "tokens", "step_time_s", "tokens_per_s",
                                               "padding_waste", "masked_frac", "logp_diff_mean") if k in m}
@@ -90,9 +90,9 @@ def main() -> None:
     # 4. checkpoint on CUDA: save, take a step, reload, take the same step again
     policy.save_checkpoint(tmp / "ckpt", 1, 1, {})
     nxt = on_policy_groups(policy, 2, 8, seed=2)
-    first = train_step(policy, nxt, 1, cfg)["loss"]
+    first = train_step(policy, nxt, 1, cfg).update.loss
     policy.load_checkpoint(tmp / "ckpt")
-    again = train_step(policy, nxt, 1, cfg)["loss"]
+    again = train_step(policy, nxt, 1, cfg).update.loss
     report["resume_same_next_loss"] = {"uninterrupted": first, "resumed": again, "equal": first == again}
 
     # 5. throughput against the plain transformers loop on this GPU

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .config import RunConfig, load_config
 from .env_api import load_env_class
-from .loops import async_loop, evaluate, sync_loop
+from .loops import LoopEvents, async_loop, evaluate, sync_loop
+from .results import EvalResult, TrainStepResult
 from .run_context import RunContext
 from .stop_signals import stop_on_signals
 from .summary import summarize
@@ -23,9 +24,11 @@ console = Console()
 
 
 def eval_samples(cfg: RunConfig) -> list[dict[str, Any]]:
-    env_cls = load_env_class(cfg.env.name)
-    samples = env_cls.load_dataset(cfg.env.eval_dataset, split="eval", **cfg.env.kwargs)
-    return samples[: cfg.eval_samples]
+    """The held-out rows, read from the environment's class: no shared resources start in the driver."""
+    from slime_rl.rollout.dataset import load_prompts
+
+    return load_prompts(load_env_class(cfg.env.name), cfg.env.eval_dataset, "eval", cfg.env.dataset_kwargs)[
+        : cfg.eval_samples]
 
 
 STALLED_EXIT = 3  # the run stopped because it could not make progress (the message says why)
@@ -57,27 +60,30 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool) -> int:
             console.print(f"dashboard: [link={ctx.dashboard.url}]{ctx.dashboard.url}[/link]")
         held_out = ctx.held_out = eval_samples(cfg)
         before = evaluate(ctx, held_out)
-        ctx.metrics.log("eval", before, step=0)
-        console.print(f"held-out reward before training: {before['reward_mean']:.3f} ({before['samples']} prompts)")
-        if before["failed"]:
-            console.print(f"[yellow]held-out: {describe_failures(before['failure_reasons'], before['samples'])}",
+        ctx.metrics.log("eval", before.model_dump(), step=0)
+        console.print(f"held-out reward before training: {before.reward_mean:.3f} ({before.samples} prompts)")
+        if before.failed:
+            console.print(f"[yellow]held-out: {describe_failures(before.failure_reasons, before.samples)}",
                           soft_wrap=True)
         ctx.wait_until_ready()
         loop = async_loop if cfg.mode == "async" else sync_loop
         board = TensorBoardLog(run_dir / "tensorboard")
         with _progress(cfg) as (progress, task):
-            def on_step(m: dict[str, Any]) -> None:
-                board.write(m)
-                if "eval" in m:
-                    progress.console.print(f"step {m['eval_step']}: held-out reward {m['eval']['reward_mean']:.3f}")
-                    return
-                progress.update(task, advance=1, reward=m.get("reward_mean", float("nan")),
-                                tps=m.get("tokens_per_s", 0.0), version=m.get("version", 0))
-            history = loop(ctx, on_step, notice=lambda line: progress.console.print(f"[yellow]{line}", soft_wrap=True))
+            def on_step(result: TrainStepResult) -> None:
+                board.write_step(result)
+                progress.update(task, advance=1, reward=result.batch.reward_mean, tps=result.update.tokens_per_s,
+                                version=result.version)
+
+            def on_eval(step: int, result: EvalResult) -> None:
+                board.write_eval(step, result)
+                progress.console.print(f"step {step}: held-out reward {result.reward_mean:.3f}")
+
+            history = loop(ctx, LoopEvents(on_step, on_eval, notice=lambda line: progress.console.print(
+                f"[yellow]{line}", soft_wrap=True)))
         board.close()
         rollout_stats = ctx.rollout_stats()
-        if history and "push" in history[-1]:  # let the last push land before measuring the final policy
-            ctx.relay.wait_for_version(history[-1]["push"]["version"], timeout=cfg.watchdog.call_timeout_s)
+        if history and history[-1].push is not None:  # let the last push land before measuring the final policy
+            ctx.relay.wait_for_version(history[-1].push.version, timeout=cfg.watchdog.call_timeout_s)
         after = evaluate(ctx, held_out)
         summary = summarize(cfg, history, before, after, rollout_stats, time.time() - started, ctx.restarts,
                             ctx.buffer_stats(), ctx.relay.engine_versions())
@@ -97,13 +103,14 @@ class TensorBoardLog:
 
         self.writer = SummaryWriter(str(path))
 
-    def write(self, m: dict[str, Any]) -> None:
-        if "eval" in m:
-            self.writer.add_scalar("eval/reward_mean", m["eval"]["reward_mean"], m["eval_step"])
-            return
+    def write_step(self, result: TrainStepResult) -> None:
+        record = result.record()
         for key in self.KEYS:
-            if isinstance(m.get(key), (int, float)):
-                self.writer.add_scalar(f"train/{key}", m[key], m["step"])
+            if isinstance(record.get(key), (int, float)):
+                self.writer.add_scalar(f"train/{key}", record[key], result.step)
+
+    def write_eval(self, step: int, result: EvalResult) -> None:
+        self.writer.add_scalar("eval/reward_mean", result.reward_mean, step)
 
     def close(self) -> None:
         self.writer.close()

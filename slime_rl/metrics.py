@@ -7,14 +7,16 @@ Kinds and their fields (the dashboard reads these names):
                                 response_len_mean, aborted, failed
   trajectory (rollout workers)  id, group_id, env, status, reward, length, text, prompt_ids, response_ids,
                                 loss_mask, versions   (a sample of finished trajectories, for the viewer)
-  trainer    (trainer)          version, loss, masked_frac, clip_frac, logp_diff_mean, tokens_per_s,
-                                step_time_s, grad_norm, reward_mean, staleness_hist {lag: count},
-                                kept, dropped_stale, padded
+  trainer    (trainer)          TrainStepResult.record() (slime_rl/results.py): state (trained |
+                                nothing_trainable), stepped, version, the batch's groups, samples,
+                                trainable_groups, kept, dropped_stale, padded, staleness_hist {lag: count},
+                                failure_reasons {reason: count}, reward_mean; when trained also loss, masked_frac,
+                                clip_frac, logp_diff_mean, grad_norm, tokens, tokens_per_s, step_time_s
   buffer     (trainer/launcher) depth, pending, produced, consumed, dead_lettered
   relay      (relay)            version, publish_s, blocked_s, propagation_s, engine_versions {url: v},
                                 sync_s {url: seconds}
   sandbox    (judge)            executions, failures, latency_s_mean
-  eval       (launcher)         reward_mean, samples
+  eval       (launcher)         EvalResult: reward_mean, samples, failed, failure_reasons, response_len_mean
 The Redis stream is the run's (RunKeys.metrics); control actions from the dashboard go to the run's control
 stream (RunKeys.control) as {"action": ..., "t": ...}.
 """

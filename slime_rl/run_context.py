@@ -15,6 +15,7 @@ from .config import RunConfig, dump_config
 from .model_store import ensure as ensure_model
 from .net import write_pid
 from .redis_server import EmbeddedRedis
+from .watchdog import RunStalled
 from .reaper import guard
 from .run_keys import RunKeys
 
@@ -162,6 +163,7 @@ class RunContext:
             for w in self.workers + [self.eval_worker]:
                 try:
                     ray.get(w.stop.remote(), timeout=10)
+                    ray.get(w.close.remote(), timeout=30)  # the env's shared resources: a kill would leak them
                 except Exception:
                     pass
                 ray.kill(w)
@@ -180,6 +182,16 @@ class RunContext:
         read), so a training loop starts with every part able to work; a constructor's error is raised here."""
         actors = [self.trainer.step.remote()] + [w.stats.remote() for w in [*self.workers, self.eval_worker]]
         wait_ready(actors, timeout)
+
+    def call(self, refs, what: str):
+        """ray.get with the run's deadline for one call to a component; a call past it stops the run, naming it."""
+        import ray
+
+        timeout = self.cfg.watchdog.call_timeout_s
+        try:
+            return ray.get(refs, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise RunStalled(f"{what} did not finish within {timeout:g} s (watchdog.call_timeout_s)") from None
 
     def buffer_stats(self) -> dict[str, int]:
         from .buffer import TrajectoryBuffer

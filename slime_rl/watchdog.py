@@ -14,30 +14,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from .config import WatchdogConfig
+from .results import BatchStats
 
 
 class RunStalled(RuntimeError):
     """The run cannot make progress; the message names the cause."""
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    """What one batch the trainer read held, as far as progress is concerned."""
-
-    groups: int
-    trainable_groups: int
-    samples: int
-    failures: dict[str, int] = field(default_factory=dict)  # untrainable reason -> samples
-
-    @classmethod
-    def of(cls, step: dict[str, Any]) -> BatchOutcome:
-        """From the trainer's step result."""
-        return cls(groups=int(step["groups"]), trainable_groups=int(step["trainable_groups"]),
-                   samples=int(step["samples"]), failures=dict(step.get("failure_reasons") or {}))
 
 
 def describe_failures(failures: Counter | dict[str, int], samples: int, top: int = 3) -> str:
@@ -56,7 +40,7 @@ class ProgressWatchdog:
         self._streak_samples = 0
         self._last_arrival = clock()
 
-    def on_batch(self, batch: BatchOutcome) -> str | None:
+    def on_batch(self, batch: BatchStats) -> str | None:
         """A batch reached the trainer. Returns a warning when it held no trainable group; raises RunStalled when
         that happened `max_untrainable_batches` times in a row."""
         self._last_arrival = self.clock()
@@ -64,7 +48,7 @@ class ProgressWatchdog:
             self.untrainable_streak, self._streak_failures, self._streak_samples = 0, Counter(), 0
             return None
         self.untrainable_streak += 1
-        self._streak_failures.update(batch.failures)
+        self._streak_failures.update(batch.failure_reasons)
         self._streak_samples += batch.samples
         limit = self.cfg.max_untrainable_batches
         if self.untrainable_streak >= limit:
@@ -73,7 +57,7 @@ class ProgressWatchdog:
                              f"{describe_failures(self._streak_failures, self._streak_samples)}")
         return (f"batch of {batch.groups} groups held no trainable group "
                 f"({self.untrainable_streak}/{limit} before the run stops); "
-                f"{describe_failures(batch.failures, batch.samples)}")
+                f"{describe_failures(batch.failure_reasons, batch.samples)}")
 
     def on_wait(self, paused: bool, describe_rollout: Callable[[], str]) -> None:
         """A wait for data came back empty. Raises RunStalled once nothing has arrived for `max_silence_s`

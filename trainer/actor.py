@@ -15,7 +15,6 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import ray
 import torch
@@ -25,13 +24,12 @@ from slime_rl.children import die_with_parent_on_fork
 from slime_rl.config import RunConfig
 from slime_rl.metrics import MetricsSink
 from slime_rl.net import free_port, write_pid
+from slime_rl.results import PushReceipt, StepState, TrainStepResult
 from slime_rl.run_keys import RunKeys
 
 from .checkpoint import latest_checkpoint
 from .parallel import init_parallel
 from .train_step import train_step
-
-_NOT_LOGGED = ("trained_ids", "dropped_ids")
 
 
 class TrainerCore:
@@ -88,34 +86,38 @@ class TrainerCore:
             entries += self.buffer.read(want - len(entries), block_ms=max(1, int(min(left, 0.5) * 1000)))
         return entries
 
-    def train_step(self, timeout_s: float = 600.0) -> dict[str, Any] | None:
-        """Train on the next groups_per_step groups. Waits up to timeout_s for them; if fewer came, returns None and
-        holds them for the next call (read but not acknowledged: a crash leaves them pending in the buffer), so a
-        caller polling with short timeouts never trains on a partial batch."""
+    def train_step(self, timeout_s: float = 600.0) -> TrainStepResult:
+        """Train on the next groups_per_step groups. Waits up to timeout_s for them; if fewer came, the result is
+        `no_data_yet` and they are held for the next call (read but not acknowledged: a crash leaves them pending
+        in the buffer), so a caller polling with short timeouts never trains on a partial batch."""
         want = self.cfg.rollout.groups_per_step
         self._held += self._read(want - len(self._held), timeout_s)
         if len(self._held) < want:
-            return None
+            return TrainStepResult(state=StepState.NO_DATA_YET, step=self._step, version=self._version)
         entries, self._held = self._held, []
         groups = [e.group for e in entries]
-        m = train_step(self.policy, groups, self._version, self.cfg, reference=self.reference)
+        report = train_step(self.policy, groups, self._version, self.cfg, reference=self.reference)
         self.uncommitted += entries
-        if m["stepped"]:
+        trained = report.update is not None
+        if trained:
             self._step += 1
             self._version += 1
         every = self.cfg.trainer.checkpoint_every
+        checkpoint = None
         if not every:
             self._commit()
-        elif m["stepped"] and self._step % every == 0:
-            m["checkpoint"] = str(self.save_checkpoint())
+        elif trained and self._step % every == 0:
+            checkpoint = self.save_checkpoint()
         self.buffer.set_policy_version(self._version)
-        kept = set(m.pop("kept_ids", []))
-        m.update(step=self._step, version=self._version, groups=len(groups),
-                 trained_ids=[t.id for g in groups for t in g.trajectories if t.id in kept],
-                 dropped_ids=[t.id for g in groups for t in g.trajectories if t.id not in kept])
-        self.metrics.log("trainer", {k: v for k, v in m.items() if k not in _NOT_LOGGED}, step=self._step)
+        kept = set(report.kept_ids)
+        result = TrainStepResult(
+            state=StepState.TRAINED if trained else StepState.NOTHING_TRAINABLE, step=self._step,
+            version=self._version, batch=report.batch, update=report.update, checkpoint=checkpoint,
+            trained_ids=[t.id for g in groups for t in g.trajectories if t.id in kept],
+            dropped_ids=[t.id for g in groups for t in g.trajectories if t.id not in kept])
+        self.metrics.log("trainer", result.record(), step=self._step)
         self.metrics.log("buffer", vars(self.buffer.stats()), step=self._step)
-        return m
+        return result
 
     def save_checkpoint(self) -> str:
         """Checkpoint, then commit everything the checkpoint contains."""
@@ -146,11 +148,11 @@ class TrainerCore:
         if self.cfg.trainer.reset_optimizer_on_push:
             self.policy.reset_optimizer_state()
 
-    def publish_weights(self, publisher, background: bool = False) -> dict[str, Any]:
+    def publish_weights(self, publisher, background: bool = False) -> PushReceipt:
         """Hand this version to the relay once and return; the relay fans it out to the engines.
         background: take a copy of the weights and return; serialising and handing the copy to the relay (about
         half a second for a 0.5 GB model on 2 cores) runs on a thread while the next step trains. One publication is
-        in flight at a time: the previous one is finished first, its receipt returned under "previous" and its error
+        in flight at a time: the previous one is finished first, its receipt returned as `previous` and its error
         raised.
         blocked_s is the trainer's wait either way."""
         started = time.perf_counter()
@@ -158,16 +160,15 @@ class TrainerCore:
         if background:
             weights, version = self.export_weights(), self._version
             self._publication = self._publisher_thread.submit(publisher.publish, version, weights)
-            receipt: dict[str, Any] = {"version": version, "background": True}
+            receipt = PushReceipt(version=version, background=True)
         else:
             receipt = publisher.publish(self._version, self.export_weights())
-        receipt["blocked_s"] = time.perf_counter() - started
-        if previous is not None:
-            receipt["previous"] = previous
+        receipt.blocked_s = time.perf_counter() - started
+        receipt.previous = previous
         self.notify_weights_pushed()
         return receipt
 
-    def finish_publication(self) -> dict[str, Any] | None:
+    def finish_publication(self) -> PushReceipt | None:
         """Wait for the background publication in flight (if any); its receipt, or its error raised here."""
         pending, self._publication = self._publication, None
         return pending.result() if pending is not None else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from slime_rl.config import RunConfig
+from slime_rl.results import BatchStats, UpdateStats
 from slime_rl.trajectory import Trajectory, TrajectoryGroup
 
 from .advantages import compute_advantages
@@ -30,6 +31,16 @@ class TokenView:
     positions: torch.Tensor  # [N] long: out[0, p] of forward_logprobs is the logprob of this token
     logp_rollout: torch.Tensor  # [N]
     advantages: torch.Tensor  # [N]
+
+
+@dataclass
+class StepReport:
+    """What train_step did: the batch (always), the update (None when no optimizer step was taken: nothing
+    survived the staleness filter) and the ids of the trajectories it trained on."""
+
+    batch: BatchStats
+    update: UpdateStats | None
+    kept_ids: list[str]
 
 
 @dataclass
@@ -80,18 +91,18 @@ def reference_logprobs(reference, plan: StepPlan) -> list[torch.Tensor]:
         return [m["lp"] for m in reference.forward_backward(_packed(plan), grab, forward_only=True)]
 
 
-def train_step(policy, groups: list[TrajectoryGroup], version: int, cfg: RunConfig, reference=None) -> dict:
-    """Train on `groups` as the policy at `version`. Returns metrics; "stepped" is False when nothing survived
-    the staleness filter (no optimizer step was taken). `reference`: a frozen policy, needed when kl_coef > 0."""
+def train_step(policy, groups: list[TrajectoryGroup], version: int, cfg: RunConfig, reference=None) -> StepReport:
+    """Train on `groups` as the policy at `version`; no optimizer step (report.update None) when nothing survived
+    the staleness filter. `reference`: a frozen policy, needed when kl_coef > 0."""
     started = time.perf_counter()
     plan = plan_step(groups, version, cfg)
     received = [t for g in groups for t in g.trajectories]
-    metrics: dict = {**plan.report.metrics(), "stepped": False, "kept_ids": list(plan.report.kept_ids),
-                     "samples": len(received),
-                     "reward_mean": _mean([t.reward for t in received]),
-                     "response_len_mean": _mean([len(t.response_ids) for t in received])}
+    batch = BatchStats(**plan.report.metrics(), groups=len(groups), samples=len(received),
+                       reward_mean=_mean([t.reward for t in received]),
+                       response_len_mean=_mean([len(t.response_ids) for t in received]))
+    report = StepReport(batch, None, list(plan.report.kept_ids))
     if not plan.trajs:
-        return metrics
+        return report
     if cfg.loss.kl_coef > 0 and reference is None:
         raise ValueError("loss.kl_coef > 0 needs a reference policy")
     ref = reference_logprobs(reference, plan) if cfg.loss.kl_coef > 0 else None
@@ -108,17 +119,16 @@ def train_step(policy, groups: list[TrajectoryGroup], version: int, cfg: RunConf
         return loss, {**m, "loss": float(loss.detach()), "n": len(v.positions)}
 
     per_batch = policy.forward_backward(_packed(plan), loss_fn)
-    metrics["loss"] = sum(m["loss"] for m in per_batch)
-    for key in _AVERAGED:
-        metrics[key] = sum(m[key] * m["n"] for m in per_batch) / total if per_batch else 0.0
-    metrics.update(policy.optimizer_step())
+    averaged = {key: sum(m[key] * m["n"] for m in per_batch) / total if per_batch else 0.0 for key in _AVERAGED}
+    optimizer = policy.optimizer_step()
     elapsed = time.perf_counter() - started
     tokens = sum(b.num_tokens for b in plan.batches)
-    metrics.update({"stepped": True, "tokens": tokens, "loss_tokens": total, "micro_batches": len(plan.batches),
-                    "padding_waste": padding_waste(plan.batches),
-                    "budget_fill": budget_fill(plan.batches, cfg.trainer.micro_batch_tokens),
-                    "step_time_s": elapsed, "tokens_per_s": tokens / elapsed})
-    return metrics
+    report.update = UpdateStats(
+        loss=sum(m["loss"] for m in per_batch), **averaged, **optimizer, tokens=tokens, loss_tokens=total,
+        micro_batches=len(plan.batches), padding_waste=padding_waste(plan.batches),
+        budget_fill=budget_fill(plan.batches, cfg.trainer.micro_batch_tokens), step_time_s=elapsed,
+        tokens_per_s=tokens / elapsed)
+    return report
 
 
 def _mean(xs: list[float]) -> float:

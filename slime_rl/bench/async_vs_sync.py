@@ -25,6 +25,7 @@ from typing import Any
 from slime_rl.config import RunConfig, load_config
 from slime_rl.env_api import read_jsonl
 from slime_rl.bench.engine import workload
+from slime_rl.results import TrainStepResult
 from slime_rl.summary import mean_lag, staleness_hist
 
 CONFIG = Path("examples/math/config.yaml")
@@ -53,7 +54,7 @@ def bench_config(mode: str, dataset: Path, run_dir: Path, steps: int, max_len: i
 
 def run_mode(cfg: RunConfig) -> dict[str, Any]:
     """Start every component, time the training loop alone, stop everything."""
-    from slime_rl.loops import async_loop, sync_loop
+    from slime_rl.loops import LoopEvents, async_loop, sync_loop
     from slime_rl.run_context import RunContext
 
     loop = async_loop if cfg.mode == "async" else sync_loop
@@ -62,26 +63,28 @@ def run_mode(cfg: RunConfig) -> dict[str, Any]:
         ctx.held_out = []
         ctx.wait_until_ready()  # the window holds the loop alone, not the trainer still loading its model
         started = time.perf_counter()
-        history = loop(ctx, lambda m: None)
+        history = loop(ctx, LoopEvents())
         wall = time.perf_counter() - started
         rollout = ctx.rollout_stats()
     return measure(cfg.mode, wall, history, rollout)
 
 
-def measure(mode: str, wall: float, history: list[dict[str, Any]], rollout: dict[str, Any]) -> dict[str, Any]:
-    train_s = sum(m.get("step_time_s", 0.0) for m in history)
-    publish_s = sum(m["push"].get("blocked_s", 0.0) for m in history if "push" in m)
+def measure(mode: str, wall: float, history: list[TrainStepResult], rollout: dict[str, Any]) -> dict[str, Any]:
+    """`history`: the trained steps of the loop."""
+    updates, batches = [r.update for r in history], [r.batch for r in history]
+    train_s = sum(u.step_time_s for u in updates)
+    publish_s = sum(r.push.blocked_s for r in history if r.push is not None)
     trainer_busy = train_s + publish_s
     rollout_busy = max((w.get("active_s", 0.0) for w in rollout.get("per_worker", [])), default=0.0)
     return {"mode": mode, "steps": len(history), "wall_s": wall, "trainer_busy_s": trainer_busy,
             "trainer_idle_frac": max(0.0, 1 - trainer_busy / wall) if wall else 0.0,
             "rollout_busy_s": rollout_busy, "rollout_idle_frac": max(0.0, 1 - rollout_busy / wall) if wall else 0.0,
-            "trained_samples": sum(m.get("kept", 0) for m in history),
+            "trained_samples": sum(b.kept for b in batches),
             # packed tokens through the model, and samples over tau left out: async may train fewer, shorter ones
-            "trained_tokens": sum(m.get("tokens", 0) for m in history),
-            "dropped_stale": sum(m.get("dropped_stale", 0) for m in history),
+            "trained_tokens": sum(u.tokens for u in updates),
+            "dropped_stale": sum(b.dropped_stale for b in batches),
             "generated_tokens": rollout.get("tokens", 0), "staleness_mean": mean_lag(staleness_hist(history)),
-            "reward_mean": sum(m.get("reward_mean", 0.0) for m in history) / len(history) if history else 0.0}
+            "reward_mean": sum(b.reward_mean for b in batches) / len(batches) if batches else 0.0}
 
 
 def compare(sync: dict[str, Any], async_: dict[str, Any]) -> dict[str, Any]:

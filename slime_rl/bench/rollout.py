@@ -43,7 +43,7 @@ def run(quick: bool = False, model_path: str | Path = DEFAULT_OUT) -> dict[str, 
                                      "rollout.trajectory_log_every=1000000"])
             worker = RolloutWorkerCore(cfg, [engine.url], redis.url, 0, run_dir=tmp)
             rows = [worker.dataset.rows[i] for i in range(groups)]
-            env = worker.env_cls(**cfg.env.kwargs)
+            env = worker.envs.new_episode()
             prompts = [encode_chat(worker.tokenizer, env.prompt(r)) for r in rows for _ in range(group_size)]
             params = worker.runner.sampling_params(max_new, greedy=True)
             client = EngineClient(engine.url)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from slime_rl.config import RunConfig
+from slime_rl.results import UpdateStats
 from slime_rl.trajectory import Trajectory, TrajectoryGroup
 
 
@@ -42,14 +43,14 @@ class Ours:
 
         init_parallel()
         self.cfg, self.policy = cfg, MegatronPolicy.from_hf(cfg.model.path, cfg.trainer)
-        self.metrics: dict = {}
+        self.update: UpdateStats | None = None
 
     def step(self, groups: list[TrajectoryGroup]) -> int:
         from slime_rl.trainer.train_step import train_step
 
-        self.metrics = train_step(self.policy, groups, 0, self.cfg)
+        self.update = train_step(self.policy, groups, 0, self.cfg).update
         # the sequences' tokens, as for the transformers loop: a prompt shared by a group is packed once
-        # (metrics["tokens"] counts the packed row), but it is trained for every sequence that has it
+        # (update.tokens counts the packed row), but it is trained for every sequence that has it
         return sum(t.num_tokens for g in groups for t in g.trajectories)
 
 
@@ -119,9 +120,9 @@ def run(quick: bool = False) -> dict:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()  # GPU work is queued: time it to the end
             times[name] += time.perf_counter() - t0
-        waste.append(ours.metrics["padding_waste"])
-        fill.append(ours.metrics["budget_fill"])
-        micro.append(ours.metrics["micro_batches"])
+        waste.append(ours.update.padding_waste)
+        fill.append(ours.update.budget_fill)
+        micro.append(ours.update.micro_batches)
     ours_tps, hf_tps = tokens["ours"] / times["ours"], tokens["hf"] / times["hf"]
     return {"model": Path(cfg.model.path).name, "sequences_per_step": n_groups * group_size, "steps": steps,
             "tokens_per_step": tokens["ours"] / steps, "threads": threads,

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import RunConfig, load_config
-from ..env_api import EnvError, SingleTurnEnv, load_env_class
+from ..env_api import EnvError, SingleTurnEnv, build_env_factory, load_env_class
+from ..rollout.dataset import load_prompts
 
 CONFIG = Path("examples/math/config.yaml")
 TARGET_RATIO = 2.0
@@ -47,10 +48,10 @@ def bench_config(run_dir: Path, steps: int, config: Path = CONFIG) -> RunConfig:
 
 
 def single_turn_env(cfg: RunConfig) -> SingleTurnEnv:
-    env = load_env_class(cfg.env.name)(**cfg.env.kwargs)
-    if not isinstance(env, SingleTurnEnv) or cfg.env.reward_fn:
+    env_cls = load_env_class(cfg.env.name)
+    if not issubclass(env_cls, SingleTurnEnv) or cfg.env.reward_fn:
         raise EnvError("bench trl compares single-turn environments scored by their own reward()")
-    return env
+    return build_env_factory(env_cls, cfg.env.kwargs).new_episode()
 
 
 def prompt_rows(env: SingleTurnEnv, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -156,8 +157,8 @@ def run_trl(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
 
     env = single_turn_env(cfg)
     env_cls = type(env)
-    train = env_cls.load_dataset(cfg.env.dataset, split="train", **cfg.env.kwargs)
-    held_out = env_cls.load_dataset(cfg.env.eval_dataset, split="eval", **cfg.env.kwargs)[: cfg.eval_samples]
+    train = load_prompts(env_cls, cfg.env.dataset, "train", cfg.env.dataset_kwargs)
+    held_out = load_prompts(env_cls, cfg.env.eval_dataset, "eval", cfg.env.dataset_kwargs)[: cfg.eval_samples]
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
     # float32 weights; a bfloat16 config trains under TRL's mixed precision (args "bf16"), as Megatron keeps
     # float32 main weights beside its bfloat16 ones
@@ -240,7 +241,7 @@ def compare(slime: dict[str, Any], trl: dict[str, Any], distinct_prompts: int) -
 def distinct_prompts(cfg: RunConfig) -> int:
     """How many different prompts the held-out evaluation holds (greedy decoding scores a repeated one the same)."""
     env = single_turn_env(cfg)
-    rows = type(env).load_dataset(cfg.env.eval_dataset, split="eval", **cfg.env.kwargs)[: cfg.eval_samples]
+    rows = load_prompts(type(env), cfg.env.eval_dataset, "eval", cfg.env.dataset_kwargs)[: cfg.eval_samples]
     return len({json.dumps(env.prompt(r), sort_keys=True) for r in rows})
 
 

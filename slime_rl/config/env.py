@@ -7,12 +7,16 @@ from .base import Section
 
 
 class EnvConfig(Section):
-    """The environment plug-in: a dotted path `pkg.module:Name` or a `slime_rl.envs` entry-point name."""
+    """The environment plug-in: a dotted path `pkg.module:Name` or a `slime_rl.envs` entry-point name, naming an
+    `Env` subclass (one instance per episode) or an `EnvFactory` subclass (one per worker, owning shared resources)."""
 
     name: str = "slime_rl_examples.math_env:ArithmeticEnv"
     dataset: Path | None = None
     eval_dataset: Path | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of env.name's constructor "
+                                   "only; checked against its signature at start-up")
+    dataset_kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of its "
+                                           "load_dataset only (e.g. how to generate rows); checked the same way")
     reward_fn: str | None = Field(None, description="optional dotted path to a reward function")
     reward_timeout_s: float = Field(30.0, gt=0)
     step_timeout_s: float = Field(60.0, gt=0)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from slime_rl.config import WatchdogConfig
+from slime_rl.results import BatchStats
 from slime_rl.trajectory import Status, Trajectory, TrajectoryGroup
-from slime_rl.watchdog import BatchOutcome, ProgressWatchdog, RunStalled, describe_failures
+from slime_rl.watchdog import ProgressWatchdog, RunStalled, describe_failures
 
 NO_REWARD = "EnvError: the episode was cut at env.max_turns=1 and the environment's last step gave no reward"
 
@@ -18,8 +19,16 @@ class Clock:
         return self.now
 
 
-def failed_batch(groups: int = 2, size: int = 4, reason: str = NO_REWARD) -> BatchOutcome:
-    return BatchOutcome(groups=groups, trainable_groups=0, samples=groups * size, failures={reason: groups * size})
+def batch(groups: int, size: int, trainable: int, failures: dict[str, int] | None = None) -> BatchStats:
+    failed = sum((failures or {}).values())
+    return BatchStats(groups=groups, samples=groups * size, trainable_groups=trainable, kept=groups * size - failed,
+                      kept_groups=trainable, padded=0, dropped_stale=0, dropped_invalid=failed, dropped_with_group=0,
+                      dropped_groups=groups - trainable, failure_reasons=failures or {}, reward_mean=0.0,
+                      response_len_mean=4.0)
+
+
+def failed_batch(groups: int = 2, size: int = 4, reason: str = NO_REWARD) -> BatchStats:
+    return batch(groups, size, trainable=0, failures={reason: groups * size})
 
 
 def test_consecutive_untrainable_batches_stop_the_run_naming_the_failures():
@@ -36,7 +45,7 @@ def test_a_trainable_batch_resets_the_streak():
     dog = ProgressWatchdog(WatchdogConfig(max_untrainable_batches=2))
     dog.on_batch(failed_batch())
     # a batch whose groups a filter drops on purpose (stale, zero variance) still holds trainable groups
-    assert dog.on_batch(BatchOutcome(groups=2, trainable_groups=2, samples=8)) is None
+    assert dog.on_batch(batch(2, 4, trainable=2)) is None
     dog.on_batch(failed_batch())  # one in a row again: no stop
     assert dog.untrainable_streak == 1
 
@@ -80,11 +89,12 @@ def test_trainable_group_is_defined_by_how_its_episodes_ended():
     assert traj(Status.ABORTED, [1]).untrainable_reason == "aborted"
 
 
-def test_batch_outcome_reads_the_trainer_step_result():
+def test_the_staleness_filter_counts_trainable_groups_and_failure_reasons():
     from slime_rl.config import load_config
     from slime_rl.trainer.train_step import plan_step
 
-    groups = [TrajectoryGroup(group_id="g", trajectories=[traj(Status.FAILED, [1], "KeyError: 'answer'")] * 2)]
-    report = plan_step(groups, version=0, cfg=load_config(None, [])).report
-    out = BatchOutcome.of({**report.metrics(), "groups": 1, "samples": 2})
-    assert out == BatchOutcome(groups=1, trainable_groups=0, samples=2, failures={"KeyError: 'answer'": 2})
+    failed = [traj(Status.FAILED, [1], "KeyError: 'answer'")] * 2
+    groups = [TrajectoryGroup(group_id="g", trajectories=failed),
+              TrajectoryGroup(group_id="g", trajectories=[traj(Status.COMPLETED, [1])] * 2)]
+    report = plan_step(groups, version=0, cfg=load_config(None, [])).report.metrics()
+    assert report["trainable_groups"] == 1 and report["failure_reasons"] == {"KeyError: 'answer'": 2}

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from e2e_helpers import dashboard_url, read_summary, start_train, tiny_overrides, trainer_steps, wait_for_step
+from e2e_helpers import dashboard_url, read_summary, start_train, tiny_overrides, wait_for_step
 
 
 @pytest.mark.slow
@@ -25,17 +25,39 @@ def test_pause_resume_and_checkpoint_from_the_dashboard(math_config, tiny_model_
         auth = {"Authorization": "Bearer tok"}
         assert httpx.post(f"{url}api/control/pause_rollout", headers=auth).status_code == 200
         assert httpx.post(f"{url}api/control/checkpoint", headers=auth).status_code == 200
-        time.sleep(8)
-        paused_at = trainer_steps(run_dir)
-        time.sleep(6)
-        assert trainer_steps(run_dir) <= paused_at + 1  # at most what was already in the buffer
+        # paused once the pause is recorded (the workers have stopped by then); the trainer then drains what the
+        # buffer held until less than a step is left
+        wait_until(lambda: control_actions(run_dir) == ["pause_rollout", "checkpoint"] and drained(run_dir), proc)
         assert httpx.post(f"{url}api/control/resume_rollout", headers=auth).status_code == 200
         assert proc.wait(600) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
     assert read_summary(run_dir)["final_version"] == 12
-    actions = [json.loads(line)["action"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-               if '"kind": "control"' in line]
-    assert actions == ["pause_rollout", "checkpoint", "resume_rollout"]
+    assert control_actions(run_dir) == ["pause_rollout", "checkpoint", "resume_rollout"]
+    kinds = [r["kind"] if r["kind"] != "control" else r["action"] for r in records(run_dir)]
+    paused = kinds[kinds.index("pause_rollout"):kinds.index("resume_rollout")]
+    assert "rollout" not in paused and "trainer" in kinds[kinds.index("resume_rollout"):]  # nothing produced
+    assert (run_dir / "checkpoints" / "latest").exists()
+
+
+def records(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def control_actions(run_dir) -> list[str]:
+    return [r["action"] for r in records(run_dir) if r["kind"] == "control"]
+
+
+def drained(run_dir) -> bool:
+    buffer = [r for r in records(run_dir) if r["kind"] == "buffer"]
+    return bool(buffer) and buffer[-1]["depth"] < 2  # rollout.groups_per_step in tiny_overrides
+
+
+def wait_until(condition, proc, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"training exited early with {proc.returncode}"
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.2)
     assert (run_dir / "checkpoints" / "latest").exists()

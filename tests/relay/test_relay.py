@@ -57,7 +57,7 @@ def test_push_reaches_every_engine_with_exactly_the_trainers_weights(ray_local, 
     try:
         weights = perturbed(tiny_model_path, 1.05 if transport == "auto" else 1.03)
         receipt = group.publisher().publish(base + 3, weights)
-        assert receipt["accepted"] and receipt["blocked_s"] > 0
+        assert receipt.accepted and receipt.blocked_s > 0
         prop = group.wait_for_version(base + 3, timeout=120)
         assert set(prop) == {e.url for e in engines}
         assert group.engine_versions() == {e.url: base + 3 for e in engines}
@@ -68,7 +68,7 @@ def test_push_reaches_every_engine_with_exactly_the_trainers_weights(ray_local, 
             assert out["output_ids"] == expected
             assert set(out["meta_info"]["output_token_weight_versions"]) == {base + 3}
         # versions only move forward: a late, older publication is ignored everywhere
-        assert group.publisher().publish(base + 2, perturbed(tiny_model_path, 0.5))["accepted"] is False
+        assert group.publisher().publish(base + 2, perturbed(tiny_model_path, 0.5)).accepted is False
         time.sleep(1.0)
         assert group.engine_versions() == {e.url: base + 3 for e in engines}
     finally:

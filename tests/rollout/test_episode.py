@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from slime_rl.config import load_config
-from slime_rl.env_api import Env, ResetResult, SingleTurnEnv, StepResult
+from slime_rl.env_api import Env, ResetResult, SimpleEnvFactory, SingleTurnEnv, StepResult
 from slime_rl.rollout.episode import EpisodeRunner, encode_chat
 from slime_rl.rollout.partial import Partial
 from slime_rl.rollout.router import Router
@@ -82,7 +82,7 @@ def tok(tiny_model_path):
 
 def runner_for(env_cls, tok, engine, **over) -> EpisodeRunner:
     cfg = load_config(None, [f"{k}={v}" for k, v in {"rollout.sampling.max_new_tokens": 6, **over}.items()])
-    return EpisodeRunner(env_cls, cfg.env, cfg.rollout.sampling, tok, Router([engine.url]))
+    return EpisodeRunner(SimpleEnvFactory(env_cls, {}), cfg.env, cfg.rollout.sampling, tok, Router([engine.url]))
 
 
 def test_multi_turn_loss_mask_covers_exactly_the_model_tokens(tiny_engine, tok):

@@ -99,18 +99,17 @@ def test_async_run_respects_the_admission_limit(tiny_engine, tiny_model_path, re
 
     async def produce():
         task = asyncio.create_task(worker.run(max_groups=10))
-        while worker.pushed < 4:
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # it would start more here if the capacity rule did not hold it back
+        while not (worker.pushed == 4 and worker.at_capacity):  # all it may start is done, and it holds back
+            await asyncio.sleep(0.05)
         assert worker.started == 4
-        worker.buffer.set_policy_version(1)  # the trainer stepped (and the engine holds...) -> 2 more allowed
-        await asyncio.sleep(1.0)
-        started_after = worker.started  # still 4: the engine has not received version 1 yet
+        worker.buffer.set_policy_version(1)  # the trainer stepped, but the engine still holds version 0
+        capacity_after = await worker._capacity()
         worker.stop()
-        return started_after, await task
+        return capacity_after, await task
 
-    started_after, stats = asyncio.run(produce())
-    assert started_after == 4 and stats["pushed"] == 4 and len(read_all(cfg, redis_url)) == 4
+    capacity_after, stats = asyncio.run(produce())
+    assert capacity_after == 4 and stats["started"] == 4 and stats["pushed"] == 4
+    assert len(read_all(cfg, redis_url)) == 4
 
 
 def test_long_tail_is_aborted_kept_and_resumed(tiny_engine, tiny_model_path, redis_url):
@@ -155,7 +154,7 @@ def test_evaluate_does_not_push(tiny_engine, tiny_model_path, redis_url):
     worker = RolloutWorkerCore(cfg, [tiny_engine.url], redis_url, 0)
     samples = [{"id": "e", "question": "What is 2 + 2?", "answer": "4"}] * 3
     result = asyncio.run(worker.evaluate(samples))
-    assert result["samples"] == 3 and 0.0 <= result["reward_mean"] <= 1.0 and result["failed"] == 0
+    assert result.samples == 3 and 0.0 <= result.reward_mean <= 1.0 and result.failed == 0
     assert read_all(cfg, redis_url) == []
 
 

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from slime_rl.results import PushReceipt, StepState
 from slime_rl.buffer import TrajectoryBuffer
 from slime_rl.config import RunConfig
 from slime_rl.run_keys import RunKeys
@@ -48,8 +49,8 @@ def test_groups_are_trained_then_acknowledged(parallel, redis_url, tmp_path, tin
     first = [on_policy_group(core.policy, f"a{i}") for i in range(2)]
     producer.put_many(first)
     m = core.train_step(timeout_s=30)
-    assert m["step"] == 1 and m["version"] == 1 and core.version() == 1 and m["stepped"]
-    assert sorted(m["trained_ids"]) == sorted(t.id for g in first for t in g.trajectories) and m["dropped_ids"] == []
+    assert m.step == 1 and m.version == 1 and core.version() == 1 and m.state is StepState.TRAINED
+    assert sorted(m.trained_ids) == sorted(t.id for g in first for t in g.trajectories) and m.dropped_ids == []
     assert producer.stats().pending == 0 and producer.stats().consumed == 2
     assert producer.policy_version() == 1
     assert all(producer.is_trained(t.id) for g in first for t in g.trajectories)
@@ -57,8 +58,8 @@ def test_groups_are_trained_then_acknowledged(parallel, redis_url, tmp_path, tin
     fresh, stale = on_policy_group(core.policy, "fresh", version=1), on_policy_group(core.policy, "stale", version=0)
     producer.put_many([fresh, stale])
     m = core.train_step(timeout_s=30)
-    assert m["version"] == 2 and m["dropped_stale"] == 4 and m["kept"] == 4
-    assert sorted(m["dropped_ids"]) == sorted(t.id for t in stale.trajectories)
+    assert m.version == 2 and m.batch.dropped_stale == 4 and m.batch.kept == 4
+    assert sorted(m.dropped_ids) == sorted(t.id for t in stale.trajectories)
     stats = producer.stats()
     assert stats.pending == 0 and stats.consumed == 4 and stats.depth == 0  # the stale group was consumed too
     trainer = records(tmp_path, "trainer")
@@ -68,7 +69,8 @@ def test_groups_are_trained_then_acknowledged(parallel, redis_url, tmp_path, tin
                 "reward_mean", "kept", "dropped_stale", "padded"):
         assert key in trainer[1], key
     assert records(tmp_path, "buffer")[-1]["consumed"] == 4
-    assert core.train_step(timeout_s=0.5) is None  # nothing left
+    nothing = core.train_step(timeout_s=0.5)  # nothing left
+    assert nothing.state is StepState.NO_DATA_YET and nothing.batch is None and nothing.version == 2
     assert set(core.export_weights()) >= {"model.embed_tokens.weight", "model.norm.weight"}
 
 
@@ -102,9 +104,9 @@ def test_killed_before_commit_leaves_entries_pending_and_they_train_once(paralle
 
     core = TrainerCore(cfg, redis_url, str(run_dir), consumer="trainer-0", resume=True)  # no checkpoint yet
     m = core.train_step(timeout_s=30)
-    assert sorted(m["trained_ids"]) == ids and m["step"] == 1
+    assert sorted(m.trained_ids) == ids and m.step == 1
     core.save_checkpoint()  # the commit
-    assert core.train_step(timeout_s=1.0) is None  # not handed out again
+    assert core.train_step(timeout_s=1.0).state is StepState.NO_DATA_YET  # not handed out again
     stats = producer.stats()
     assert stats.pending == 0 and stats.consumed == 2 and stats.duplicates == 0
     audit = [json.loads(line) for line in (run_dir / "trained_ids.jsonl").read_text().splitlines()]
@@ -121,7 +123,7 @@ def test_trainer_actor_on_ray(ray_local, redis_url, tmp_path, tiny_model_path):
     try:
         producer.put_many([group(f"r{i}", [0, 0, 0, 0], n=4) for i in range(2)])
         m = ray_local.get(actor.train_step.remote(timeout_s=60))
-        assert m["stepped"] and m["version"] == 1 and len(m["trained_ids"]) == 8
+        assert m.trained and m.version == 1 and len(m.trained_ids) == 8
         assert ray_local.get(actor.version.remote()) == 1
         assert producer.stats().pending == 0
     finally:
@@ -139,7 +141,7 @@ class SlowPublisher:
         if self.fail:
             raise ConnectionError("root relay is gone")
         self.got.append((version, {k: v.clone() for k, v in named_tensors.items()}))
-        return {"version": version, "accepted": True}
+        return PushReceipt(version=version, accepted=True)
 
 
 def test_background_publication_hands_over_a_snapshot_and_surfaces_its_result(parallel, redis_url, tmp_path,
@@ -152,13 +154,13 @@ def test_background_publication_hands_over_a_snapshot_and_surfaces_its_result(pa
     publisher = SlowPublisher()
     snapshot = {k: v.clone() for k, v in core.export_weights().items()}
     receipt = core.publish_weights(publisher, background=True)
-    assert receipt["version"] == 1 and receipt["background"] and receipt["blocked_s"] < 0.5
+    assert receipt.version == 1 and receipt.background and receipt.blocked_s < 0.5
     # the trainer steps on while the publication runs; what was published is the weights at push time
     producer.put_many([on_policy_group(core.policy, f"bh{i}", version=1) for i in range(2)])
-    assert core.train_step(timeout_s=30)["version"] == 2
+    assert core.train_step(timeout_s=30).version == 2
     second = core.publish_weights(publisher, background=True)
-    assert second["previous"] == {"version": 1, "accepted": True}
-    assert core.finish_publication() == {"version": 2, "accepted": True} and core.finish_publication() is None
+    assert second.previous == PushReceipt(version=1, accepted=True)
+    assert core.finish_publication() == PushReceipt(version=2, accepted=True) and core.finish_publication() is None
     version, published = publisher.got[0]
     assert version == 1 and all(torch.equal(published[k], v) for k, v in snapshot.items())
     assert any(not torch.equal(publisher.got[1][1][k], v) for k, v in snapshot.items())  # step 2 moved them

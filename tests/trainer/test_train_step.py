@@ -31,17 +31,18 @@ def test_step_moves_logprobs_toward_the_advantage(parallel, tiny_model_path):
     policy = MegatronPolicy.from_hf(tiny_model_path, cfg.trainer)
     before_good, before_bad = sum(seq_logprobs(policy, PROMPT, GOOD)), sum(seq_logprobs(policy, PROMPT, BAD))
     groups = [on_policy_group(policy, "g0"), on_policy_group(policy, "g1")]
-    m = train_step(policy, groups, version=0, cfg=cfg)
-    assert m["stepped"] and m["kept"] == 8 and m["padded"] == 0 and m["grad_norm"] > 0
-    assert m["masked_frac"] == 0.0 and m["logp_diff_mean"] < 1e-5  # staleness 0: the trainer agrees with rollout
+    report = train_step(policy, groups, version=0, cfg=cfg)
+    m = report.update
+    assert m is not None and report.batch.kept == 8 and report.batch.padded == 0 and m.grad_norm > 0
+    assert m.masked_frac == 0.0 and m.logp_diff_mean < 1e-5  # staleness 0: the trainer agrees with rollout
     # both groups ask the same prompt: it is packed once (all but its last token), its last token once per sample
-    assert m["loss_tokens"] == 2 * (5 + 3 + 5 + 4) and m["tokens"] == m["loss_tokens"] + (len(PROMPT) - 1) + 8
+    assert m.loss_tokens == 2 * (5 + 3 + 5 + 4) and m.tokens == m.loss_tokens + (len(PROMPT) - 1) + 8
     after_good, after_bad = sum(seq_logprobs(policy, PROMPT, GOOD)), sum(seq_logprobs(policy, PROMPT, BAD))
     assert after_good > before_good  # the rewarded response became more likely
     assert after_good - after_bad > before_good - before_bad  # ... relative to the unrewarded one
     # a second step on fresh on-policy data keeps improving the objective
-    m2 = train_step(policy, [on_policy_group(policy, "g2")], version=1, cfg=cfg)
-    assert m2["loss"] < m["loss"]
+    m2 = train_step(policy, [on_policy_group(policy, "g2")], version=1, cfg=cfg).update
+    assert m2.loss < m.loss
 
 
 def test_micro_batching_and_prompt_sharing_do_not_change_the_gradient(parallel, tiny_model_path):
@@ -55,9 +56,9 @@ def test_micro_batching_and_prompt_sharing_do_not_change_the_gradient(parallel, 
         groups = [on_policy_group(policy, "a"), on_policy_group(policy, "b")]
         plan = plan_step(groups, 0, cfg)
         counts[budget, share], tokens[budget, share] = len(plan.batches), sum(b.num_tokens for b in plan.batches)
-        m = train_step(policy, groups, 0, cfg)
-        norms.append(m["grad_norm"])
-        losses.append(m["loss"])
+        m = train_step(policy, groups, 0, cfg).update
+        norms.append(m.grad_norm)
+        losses.append(m.loss)
     assert counts[64, False] == 2 and counts[16, False] >= 4 and counts[64, True] == 1 and counts[16, True] >= 2
     assert tokens[64, True] < tokens[64, False]
     assert max(norms) == pytest.approx(min(norms), rel=1e-5), norms
@@ -96,9 +97,9 @@ def test_every_variant_gives_the_on_policy_gradient_at_staleness_zero(parallel, 
     for kind in ("bilateral", "icepop", "tis", "decoupled", "none"):
         cfg = config(tiny_model_path, kind=kind)
         policy = MegatronPolicy.from_hf(tiny_model_path, cfg.trainer)
-        m = train_step(policy, [on_policy_group(policy, "a")], 0, cfg)
-        assert m["clip_frac"] == 0.0 and m["masked_frac"] == 0.0 and m["is_weight_mean"] == pytest.approx(1.0)
-        norms[kind] = m["grad_norm"]
+        m = train_step(policy, [on_policy_group(policy, "a")], 0, cfg).update
+        assert m.clip_frac == 0.0 and m.masked_frac == 0.0 and m.is_weight_mean == pytest.approx(1.0)
+        norms[kind] = m.grad_norm
     assert max(norms.values()) == pytest.approx(min(norms.values()), rel=1e-5), norms
 
 
@@ -118,17 +119,17 @@ def test_kl_penalty_against_the_frozen_reference(parallel, tiny_model_path):
     reference = MegatronPolicy.from_hf(tiny_model_path, cfg.trainer)
     with pytest.raises(ValueError, match="reference"):
         train_step(policy, [on_policy_group(policy, "a")], 0, cfg)
-    m0 = train_step(policy, [on_policy_group(policy, "a")], 0, cfg, reference=reference)
-    assert m0["kl"] == pytest.approx(0.0, abs=1e-7)  # same weights before the first update
-    m1 = train_step(policy, [on_policy_group(policy, "b")], 1, cfg, reference=reference)
-    assert m1["kl"] > 0
+    m0 = train_step(policy, [on_policy_group(policy, "a")], 0, cfg, reference=reference).update
+    assert m0.kl == pytest.approx(0.0, abs=1e-7)  # same weights before the first update
+    m1 = train_step(policy, [on_policy_group(policy, "b")], 1, cfg, reference=reference).update
+    assert m1.kl > 0
 
 
 def test_a_batch_of_stale_groups_is_not_trained(parallel, tiny_model_path):
     cfg = config(tiny_model_path, staleness_tau=1)
     policy = MegatronPolicy.from_hf(tiny_model_path, cfg.trainer)
     before = {k: v.clone() for k, v in policy.megatron_state_dict().items()}
-    m = train_step(policy, [on_policy_group(policy, "old", version=0)], version=5, cfg=cfg)
-    assert not m["stepped"] and m["dropped_stale"] == 4 and m["staleness_hist"] == {"5": 4}
-    assert m["kept_ids"] == []
+    report = train_step(policy, [on_policy_group(policy, "old", version=0)], version=5, cfg=cfg)
+    assert report.update is None and report.batch.dropped_stale == 4 and report.batch.staleness_hist == {"5": 4}
+    assert report.kept_ids == [] and report.batch.trainable_groups == 1  # stale, but not failed
     assert all(torch.equal(before[k], v) for k, v in policy.megatron_state_dict().items())
