@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv model dashboard-assets sandbox-image test test-fast demo bench clean
+.PHONY: setup apt venv model dashboard-assets sandbox-image lint test test-fast demo bench clean
 
 setup: apt venv model dashboard-assets sandbox-image
 
@@ -39,7 +39,12 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/test.txt requirement
 model: | $(STAMP)
 	$(VENV)/bin/slime-rl model convert
 
-test: setup
+# lint and format check (config in pyproject.toml), then every test
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-fast: setup

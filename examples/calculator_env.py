@@ -1,6 +1,7 @@
 """A multi-turn tool-use environment: the model may write `<calc>EXPR</calc>`; the environment evaluates the
 arithmetic expression safely and answers with `<result>VALUE</result>` as the next user turn. The episode ends when
 the model answers without a tool call (or after max_turns model turns); reward 1 if its last number is the answer."""
+
 from __future__ import annotations
 
 import ast
@@ -13,25 +14,32 @@ from slime_rl.env_api import Env, ResetResult, StepResult
 from .math_env import last_number, make_problems
 
 _CALL = re.compile(r"<calc>(.*?)</calc>", re.S)
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
-           ast.Mod: operator.mod}
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
 
 
 def safe_eval(expr: str) -> int:
     """Integer arithmetic only: no names, calls or attributes, and bounded sizes."""
+
     def ev(node: ast.AST) -> int:
         if isinstance(node, ast.Expression):
             return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int) and abs(node.value) < 10 ** 12:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and abs(node.value) < 10**12:
             return node.value
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             return -ev(node.operand)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             value = _BINOPS[type(node.op)](ev(node.left), ev(node.right))
-            if abs(value) > 10 ** 24:  # bounded work: no towers of multiplications
+            if abs(value) > 10**24:  # bounded work: no towers of multiplications
                 raise ValueError("result too large")
             return value
         raise ValueError(f"unsupported expression: {ast.dump(node)[:60]}")
+
     if len(expr) > 200:
         raise ValueError("expression too long")
     return ev(ast.parse(expr.strip(), mode="eval"))
@@ -43,9 +51,12 @@ class CalculatorEnv(Env):
 
     async def reset(self, sample: dict[str, Any]) -> ResetResult:
         self.sample = sample
-        return ResetResult(messages=[
-            {"role": "system", "content": "You can compute with <calc>expression</calc>; the result comes back."},
-            {"role": "user", "content": sample["question"]}])
+        return ResetResult(
+            messages=[
+                {"role": "system", "content": "You can compute with <calc>expression</calc>; the result comes back."},
+                {"role": "user", "content": sample["question"]},
+            ]
+        )
 
     async def step(self, response_text: str) -> StepResult:
         call = _CALL.search(response_text)

@@ -5,6 +5,7 @@ trajectory's metadata). A small task set ships in examples/code/tasks.jsonl.
 `env.name: slime_rl_examples.code_env:CodeEnvFactory`: the judge and its sandbox pool are built once per rollout
 worker and shared by all its episodes (starting sandboxes is the expensive part), and closed when the worker stops.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,9 @@ class CodeEnv(Env):
 
     async def reset(self, sample: dict[str, Any]) -> ResetResult:
         self.sample = sample
-        return ResetResult(messages=[{"role": "user",
-                                      "content": f"{sample['question']} Reply with one ```python code block."}])
+        return ResetResult(
+            messages=[{"role": "user", "content": f"{sample['question']} Reply with one ```python code block."}]
+        )
 
     async def step(self, response_text: str) -> StepResult:
         from slime_rl.sandboxes.judge import PytestCheck, TaskSpec

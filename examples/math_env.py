@@ -14,6 +14,7 @@ Data are generated, never downloaded: `python -m slime_rl_examples.math_env --ou
 shipped train/eval JSONL (disjoint seeds; with single digits there are only 100 distinct questions, so "held out"
 means unseen draws, not unseen problems); `load_dataset(None)` generates the same rows on the fly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ class ArithmeticEnv(SingleTurnEnv):
         self.format_bonus = format_bonus
 
     def prompt(self, sample: dict[str, Any]) -> Messages:
-        return [{"role": "system", "content": self.system},
-                {"role": "user", "content": f"{sample['question']} {self.instruction}"}]
+        return [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": f"{sample['question']} {self.instruction}"},
+        ]
 
     def reward(self, sample: dict[str, Any], response_text: str) -> float:
         correct = last_number(response_text) == str(sample["answer"])
@@ -71,8 +74,14 @@ class ArithmeticEnv(SingleTurnEnv):
         return DATA_DIR / f"{split}.jsonl"
 
     @classmethod
-    def load_dataset(cls, path: str | Path | None, split: str = "train", num_samples: int = 2000,
-                     max_operand: int = 9, ops: str = "+") -> list[dict[str, Any]]:
+    def load_dataset(
+        cls,
+        path: str | Path | None,
+        split: str = "train",
+        num_samples: int = 2000,
+        max_operand: int = 9,
+        ops: str = "+",
+    ) -> list[dict[str, Any]]:
         if path is not None:
             return read_jsonl(path)
         return make_problems(num_samples, SEEDS.get(split, 3), max_operand, ops)

@@ -55,6 +55,7 @@ The contract (slime_rl.env_api)
 - `load_dataset(path, split, ...)`: a class method; defaults to reading a JSONL file; override it to generate data,
   taking the generator's options (`env.dataset_kwargs`) as named arguments.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -90,8 +91,14 @@ class TemplateMultiTurnEnv(Env):
 
     async def reset(self, sample: dict[str, Any]) -> ResetResult:
         self.secret, self.guesses = int(sample["secret"]), 0
-        return ResetResult(messages=[{"role": "user", "content": (
-            f"I picked a number from {self.low} to {self.high}. Guess it: reply with one number.")}])
+        return ResetResult(
+            messages=[
+                {
+                    "role": "user",
+                    "content": (f"I picked a number from {self.low} to {self.high}. Guess it: reply with one number."),
+                }
+            ]
+        )
 
     async def step(self, response_text: str) -> StepResult:
         self.guesses += 1
@@ -105,12 +112,12 @@ class TemplateMultiTurnEnv(Env):
         return StepResult(observation=hint, done=False, reward=0.0)  # the reward if max_turns runs out here
 
     @classmethod
-    def load_dataset(cls, path: Any, split: str = "train", low: int = 0,
-                     high: int = 9) -> list[dict[str, Any]]:
+    def load_dataset(cls, path: Any, split: str = "train", low: int = 0, high: int = 9) -> list[dict[str, Any]]:
         if path is not None:
             return super().load_dataset(path, split)
-        return [{"id": f"{split}-{i}", "secret": low + (i * 7 + (split == "eval")) % (high - low + 1)}
-                for i in range(200)]
+        return [
+            {"id": f"{split}-{i}", "secret": low + (i * 7 + (split == "eval")) % (high - low + 1)} for i in range(200)
+        ]
 
 
 def contains_answer(answer: str, response_text: str) -> float:

@@ -6,6 +6,7 @@ and copies each tensor once. Any other engine gets it as one HTTP body (/update_
 Why: on a 2-core machine, 0.5 GB pushed through the engine's HTTP server took ~20 s (tens of thousands of 64 KB
 chunks through its event loop, which shares the GIL with decoding); the file took ~0.5 s (measured, SmolLM2-135M).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,14 @@ def is_local(engine_url: str) -> bool:
         return False
 
 
-def deliver(engine_url: str, blob, version: int, transport: str = "auto", timeout: float = 300.0,
-            http: httpx.Client | None = None) -> bool:
+def deliver(
+    engine_url: str,
+    blob,
+    version: int,
+    transport: str = "auto",
+    timeout: float = 300.0,
+    http: httpx.Client | None = None,
+) -> bool:
     """Hand `blob` (a verified safetensors blob: bytes or a uint8 array) to the engine as `version`; True when the
     engine took it. `http`: the caller's client, if it keeps one."""
     if http is None:
@@ -40,9 +47,15 @@ def deliver(engine_url: str, blob, version: int, transport: str = "auto", timeou
         if transport == "auto" and is_local(engine_url):
             return _via_file(http, engine_url, blob, version, timeout)
         body = blob if isinstance(blob, bytes) else bytes(memoryview(blob))  # httpx sends bytes, not arrays
-        return _took(http.post(f"{engine_url}/update_weights_from_tensor", content=body, timeout=timeout,
-                                params={"weight_version": version},
-                                headers={"content-type": "application/octet-stream"}))
+        return _took(
+            http.post(
+                f"{engine_url}/update_weights_from_tensor",
+                content=body,
+                timeout=timeout,
+                params={"weight_version": version},
+                headers={"content-type": "application/octet-stream"},
+            )
+        )
     except httpx.HTTPError:
         return False
 
@@ -51,8 +64,13 @@ def _via_file(http: httpx.Client, engine_url: str, blob, version: int, timeout: 
     root = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else None  # else the system temp folder
     with tempfile.TemporaryDirectory(prefix=f"slime-rl-weights-v{version}-", dir=root) as folder:
         (Path(folder) / "model.safetensors").write_bytes(blob)
-        return _took(http.post(f"{engine_url}/update_weights_from_disk", timeout=timeout,
-                                json={"model_path": folder, "weight_version": version}))
+        return _took(
+            http.post(
+                f"{engine_url}/update_weights_from_disk",
+                timeout=timeout,
+                json={"model_path": folder, "weight_version": version},
+            )
+        )
 
 
 def _took(r: httpx.Response) -> bool:

@@ -1,4 +1,5 @@
 """Start the relay tree and one syncer per engine; the orchestrator's single handle on weight distribution."""
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,9 @@ class RelayGroup:
         self.cfg, self.relays, self.syncers = cfg, relays, syncers
 
     @classmethod
-    def start(cls, cfg: RelayConfig, redis_url: str, engine_urls: list[str], run_dir: str | None = None, *,
-              keys: RunKeys) -> RelayGroup:
+    def start(
+        cls, cfg: RelayConfig, redis_url: str, engine_urls: list[str], run_dir: str | None = None, *, keys: RunKeys
+    ) -> RelayGroup:
         # taken before any relay of this group exists: syncers hear every announcement of these relays and none
         # of the relays a resumed run had before (those are gone, with the versions they held)
         r = connect(redis_url)
@@ -30,17 +32,17 @@ class RelayGroup:
             start_id = stream_tail(r, keys.weights)
         finally:
             r.close()
-        relays = [RelayWorker.remote(f"relay-{i}", cfg.keep_versions, redis_url, keys)
-                  for i in range(cfg.num_relays)]
+        relays = [RelayWorker.remote(f"relay-{i}", cfg.keep_versions, redis_url, keys) for i in range(cfg.num_relays)]
         for i, relay in enumerate(relays):  # tree: relay i feeds relays i*fanout+1 .. i*fanout+fanout
-            kids = relays[i * cfg.fanout + 1:(i + 1) * cfg.fanout + 1]
+            kids = relays[i * cfg.fanout + 1 : (i + 1) * cfg.fanout + 1]
             ray.get(relay.set_children.remote(kids), timeout=RELAY_CALL_S)
         syncers = {}
         for j, url in enumerate(engine_urls):
             own = relays[j % len(relays)]
             order = [own] + [r for r in reversed(relays) if r is not own]  # own relay, then leaves up to the root
-            syncers[url] = EngineSyncer.remote(url, order, redis_url, run_dir, transport=cfg.transport, keys=keys,
-                                               start_id=start_id)
+            syncers[url] = EngineSyncer.remote(
+                url, order, redis_url, run_dir, transport=cfg.transport, keys=keys, start_id=start_id
+            )
         return cls(cfg, relays, syncers)
 
     def publisher(self) -> WeightPublisher:

@@ -1,6 +1,7 @@
 """The trainer-side handle: serialise the weights once into the object store, hand the root relay a reference,
 return. The serialisation buffer is kept for the process's next publication (same model, same size): writing into
 pages that are already mapped is what makes packing 0.5 GB cheap."""
+
 from __future__ import annotations
 
 import threading
@@ -32,5 +33,10 @@ class WeightPublisher:
             ref = ray.put(blob)  # copied into the object store: the buffer is free again
         # wrapped: the root reads the object store itself
         taken = ray.get(self.root.put.remote(manifest, [ref]), timeout=PUT_TIMEOUT_S)
-        return PushReceipt(version=version, bytes=manifest.total_bytes, blocked_s=time.perf_counter() - started,
-                           accepted=taken, published_at=time.time())
+        return PushReceipt(
+            version=version,
+            bytes=manifest.total_bytes,
+            blocked_s=time.perf_counter() - started,
+            accepted=taken,
+            published_at=time.time(),
+        )

@@ -1,6 +1,7 @@
 """One syncer per engine: hears of new versions on the Redis stream, pulls the newest complete one from its relay
 (or another relay if that one is dead or behind), checks it, and hands it to the engine, which swaps it in
 between decode steps. Only newer versions are ever pushed."""
+
 from __future__ import annotations
 
 import threading
@@ -13,14 +14,24 @@ from slime_rl.metrics import MetricsSink
 from slime_rl.run_keys import RunKeys
 
 from .delivery import deliver
-from .versions import IntegrityError, Manifest, verify
+from .versions import IntegrityError, verify
 from .worker import FETCH_TIMEOUT_S
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class EngineSyncer:
-    def __init__(self, engine_url: str, relays: list, redis_url: str, run_dir: str | None = None,
-                 wait_for_relay_s: float = 30.0, transport: str = "auto", *, keys: RunKeys, start_id: str = "0-0"):
+    def __init__(
+        self,
+        engine_url: str,
+        relays: list,
+        redis_url: str,
+        run_dir: str | None = None,
+        wait_for_relay_s: float = 30.0,
+        transport: str = "auto",
+        *,
+        keys: RunKeys,
+        start_id: str = "0-0",
+    ):
         """`start_id`: read the run's weights stream after this entry; announcements up to it were made by
         relays of an earlier start of the run (before a resume), which no longer hold those versions."""
         from slime_rl.buffer import connect
@@ -43,8 +54,12 @@ class EngineSyncer:
         self._thread.start()
 
     def state(self) -> dict:
-        return {"engine": self.engine_url, "version": self.version, "last_sync_s": self.last_sync_s,
-                "rejected": self.rejected}
+        return {
+            "engine": self.engine_url,
+            "version": self.version,
+            "last_sync_s": self.last_sync_s,
+            "rejected": self.rejected,
+        }
 
     def stop(self) -> None:
         self._stop.set()
@@ -86,8 +101,14 @@ class EngineSyncer:
             if ok:
                 self.version = manifest.version
                 self.last_sync_s = time.time() - started
-                self.metrics.log("relay", {"version": self.version, "engine_versions": {self.engine_url: self.version},
-                                           "sync_s": {self.engine_url: self.last_sync_s}})
+                self.metrics.log(
+                    "relay",
+                    {
+                        "version": self.version,
+                        "engine_versions": {self.engine_url: self.version},
+                        "sync_s": {self.engine_url: self.last_sync_s},
+                    },
+                )
                 return
 
     def _candidates(self, version: int):

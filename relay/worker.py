@@ -2,6 +2,7 @@
 relay checks it (reading the object store in place, no copy), keeps the reference, then forwards it to its children
 in the fan-out tree, off the trainer's path. Engine syncers fetch the reference from their relay and read the bytes
 themselves, so serving K engines costs a relay nothing per engine and the trainer's wait cannot grow with K."""
+
 from __future__ import annotations
 
 import ray

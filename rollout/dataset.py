@@ -5,6 +5,7 @@ data for the examples), with `env.dataset_kwargs` checked against its signature.
 Workers stride through one shared order without overlap (worker i takes positions i, i+W, i+2W, ...), and every
 epoch is reshuffled with a seed derived from (seed, epoch), so all workers agree on the order without talking.
 """
+
 from __future__ import annotations
 
 import random
@@ -14,8 +15,15 @@ from slime_rl.env_api import EnvError, EnvPlugin, check_kwargs, dataset_loader
 
 
 class PromptDataset:
-    def __init__(self, rows: list[dict[str, Any]], worker_index: int = 0, num_workers: int = 1,
-                 shuffle: bool = True, seed: int = 0, name: str = "dataset"):
+    def __init__(
+        self,
+        rows: list[dict[str, Any]],
+        worker_index: int = 0,
+        num_workers: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+        name: str = "dataset",
+    ):
         if not rows:
             raise EnvError(f"{name}: the dataset is empty")
         if worker_index < 0 or num_workers < 1:

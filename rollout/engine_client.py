@@ -7,6 +7,7 @@ Token versions: SGLang reports one `weight_version` string per response; the CPU
 `output_token_weight_versions` (one int per token, so a request that spans a weight swap carries both versions).
 The client uses the per-token list when present, else the response's version for every token.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,13 +66,17 @@ class EngineClient:
         # an AsyncClient is bound to the event loop it first ran on; make one per loop
         loop = asyncio.get_running_loop()
         if self._http is None or self._loop is not loop:
-            self._http = httpx.AsyncClient(base_url=self.url, timeout=self.timeout,
-                                           limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+            self._http = httpx.AsyncClient(
+                base_url=self.url,
+                timeout=self.timeout,
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            )
             self._loop = loop
         return self._http
 
-    async def generate(self, input_ids: list[int], sampling_params: dict[str, Any], rid: str | None = None
-                       ) -> GenerateResult | list[GenerateResult]:
+    async def generate(
+        self, input_ids: list[int], sampling_params: dict[str, Any], rid: str | None = None
+    ) -> GenerateResult | list[GenerateResult]:
         payload = {"input_ids": input_ids, "sampling_params": sampling_params, "return_logprob": True}
         if rid:
             payload["rid"] = rid

@@ -3,6 +3,7 @@
 Between decode steps it applies control operations (weight swaps, aborts, pause/continue, cache flushes), so a
 running request keeps its tokens across a weight swap and its later tokens carry the new version.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -11,10 +12,11 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -40,13 +42,25 @@ class Request:
     created: float = field(default_factory=time.time)
 
     def result(self) -> dict[str, Any]:
-        return {"rid": self.rid, "input_ids": self.input_ids, "output_ids": list(self.output_ids),
-                "logprobs": list(self.logprobs), "versions": list(self.versions), "finish_reason": self.finish}
+        return {
+            "rid": self.rid,
+            "input_ids": self.input_ids,
+            "output_ids": list(self.output_ids),
+            "logprobs": list(self.logprobs),
+            "versions": list(self.versions),
+            "finish_reason": self.finish,
+        }
 
 
 class EngineCore:
-    def __init__(self, model_path: str | Path, max_batch_size: int = 32, weight_version: int = 0,
-                 threads: int | None = None, dtype: str = "float32"):
+    def __init__(
+        self,
+        model_path: str | Path,
+        max_batch_size: int = 32,
+        weight_version: int = 0,
+        threads: int | None = None,
+        dtype: str = "float32",
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if threads:
@@ -72,8 +86,13 @@ class EngineCore:
         self.thread.start()
 
     # --- API used by the HTTP server (any thread) -------------------------------------------------------
-    def submit(self, input_ids: list[int], params: SamplingParams, rid: str | None = None,
-               on_token: Callable[[Request], None] | None = None) -> Request:
+    def submit(
+        self,
+        input_ids: list[int],
+        params: SamplingParams,
+        rid: str | None = None,
+        on_token: Callable[[Request], None] | None = None,
+    ) -> Request:
         self.validate(input_ids, params)
         req = Request(rid or uuid.uuid4().hex, list(input_ids), params, on_token)
         req.generator = torch.Generator().manual_seed(params.seed if params.seed is not None else next(self._seeds))
@@ -87,8 +106,10 @@ class EngineCore:
         if bad:
             raise ValueError(f"input_ids: token ids {bad[:5]} outside the vocabulary [0, {self.model.vocab_size})")
         if len(input_ids) + params.max_new_tokens > self.model.max_positions:
-            raise ValueError(f"input_ids ({len(input_ids)}) + max_new_tokens ({params.max_new_tokens}) exceeds the "
-                             f"model's {self.model.max_positions} positions")
+            raise ValueError(
+                f"input_ids ({len(input_ids)}) + max_new_tokens ({params.max_new_tokens}) exceeds the "
+                f"model's {self.model.max_positions} positions"
+            )
 
     def abort(self, rid: str | None = None, abort_all: bool = False) -> Future:
         return self._call(lambda: self._abort(lambda r: abort_all or r.rid == rid or r.rid.startswith(f"{rid}-")))
@@ -103,6 +124,7 @@ class EngineCore:
                     self._release(r)
                 self.waiting[:0] = self.running
                 self.running = []
+
         return self._call(op)
 
     def resume(self) -> Future:
@@ -133,6 +155,7 @@ class EngineCore:
                     params[name].copy_(t.to(params[name].dtype))
             if version is not None:
                 self.weight_version = int(version)
+
         return self._call(op)
 
     def load_weights_from_disk(self, path: str, version: int | None = None) -> Future:
@@ -155,10 +178,16 @@ class EngineCore:
         return self._call(lambda: None)
 
     def info(self) -> dict[str, Any]:
-        return {"weight_version": str(self.weight_version), "max_batch_size": self.max_batch_size,
-                "num_running_reqs": len(self.running), "num_waiting_reqs": len(self.waiting),
-                "generated_tokens_total": self.generated_tokens_total, "paused": self.paused,
-                "cached_tokens": sum(s.length for s in self.model.pool.seqs), "model_path": self.model_path}
+        return {
+            "weight_version": str(self.weight_version),
+            "max_batch_size": self.max_batch_size,
+            "num_running_reqs": len(self.running),
+            "num_waiting_reqs": len(self.waiting),
+            "generated_tokens_total": self.generated_tokens_total,
+            "paused": self.paused,
+            "cached_tokens": sum(s.length for s in self.model.pool.seqs),
+            "model_path": self.model_path,
+        }
 
     def shutdown(self) -> None:
         with self._wake:
@@ -211,7 +240,7 @@ class EngineCore:
             return
         while self.waiting and len(self.running) < self.max_batch_size:
             batch = self.waiting[: self.max_batch_size - len(self.running)]
-            self.waiting = self.waiting[len(batch):]
+            self.waiting = self.waiting[len(batch) :]
             # requests sharing a prompt (the n samples of a GRPO group) prefill once and copy the cache; distinct
             # prompts with a long common prefix (system prompt, multi-turn history) share that part
             groups: dict[tuple[int, ...], list[Request]] = {}

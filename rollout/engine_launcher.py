@@ -1,4 +1,5 @@
 """Start engines as processes on free loopback ports and stop them by handle."""
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,7 @@ def _spawn(argv: list[str], port: int, log_path: Path | None, timeout: float) ->
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     # its own session (stopped as a group, with anything it starts), killed if the process that started it dies
-    proc = spawn(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                 start_new_session=True)
+    proc = spawn(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     engine = EngineProcess(f"http://127.0.0.1:{port}", port, proc, argv, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -70,18 +70,46 @@ def _spawn(argv: list[str], port: int, log_path: Path | None, timeout: float) ->
     raise TimeoutError(f"engine on port {port} not healthy after {timeout:.0f}s (log: {log_path})")
 
 
-def launch_cpu_engine(model_path: str | Path, port: int | None = None, max_batch_size: int = 32, threads: int = 1,
-                      weight_version: int = 0, log_path: str | Path | None = None,
-                      timeout: float = 300.0, dtype: str = "float32") -> EngineProcess:
+def launch_cpu_engine(
+    model_path: str | Path,
+    port: int | None = None,
+    max_batch_size: int = 32,
+    threads: int = 1,
+    weight_version: int = 0,
+    log_path: str | Path | None = None,
+    timeout: float = 300.0,
+    dtype: str = "float32",
+) -> EngineProcess:
     port = port or free_port()
-    argv = [sys.executable, "-m", "slime_rl.cli", "engine", "serve", "--model", str(model_path), "--port", str(port),
-            "--max-batch-size", str(max_batch_size), "--threads", str(threads),
-            "--weight-version", str(weight_version), "--dtype", dtype]
+    argv = [
+        sys.executable,
+        "-m",
+        "slime_rl.cli",
+        "engine",
+        "serve",
+        "--model",
+        str(model_path),
+        "--port",
+        str(port),
+        "--max-batch-size",
+        str(max_batch_size),
+        "--threads",
+        str(threads),
+        "--weight-version",
+        str(weight_version),
+        "--dtype",
+        dtype,
+    ]
     return _spawn(argv, port, Path(log_path) if log_path else None, timeout)
 
 
-def launch_sglang_server(model_path: str | Path, port: int | None = None, extra_args: tuple[str, ...] = (),
-                         log_path: str | Path | None = None, timeout: float = 900.0) -> EngineProcess:
+def launch_sglang_server(
+    model_path: str | Path,
+    port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+    log_path: str | Path | None = None,
+    timeout: float = 900.0,
+) -> EngineProcess:
     """A real SGLang server on a GPU machine: same native API, same client and router as the CPU engine.
 
     Install with `pip install slime-rl[sglang]` (CUDA torch first), then e.g.
@@ -93,6 +121,16 @@ def launch_sglang_server(model_path: str | Path, port: int | None = None, extra_
     Not testable on a CPU-only machine: nothing in the test suite starts it.
     """
     port = port or free_port()
-    argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_path), "--host", "127.0.0.1",
-            "--port", str(port), *extra_args]
+    argv = [
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(model_path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra_args,
+    ]
     return _spawn(argv, port, Path(log_path) if log_path else None, timeout)

@@ -6,6 +6,7 @@ Prefill runs the linear layers over all new prompts at once and attention per pr
 parameters become views into the fused weights, so a weight swap that copies into `named_parameters()` updates
 both (no second copy of the model in memory).
 """
+
 from __future__ import annotations
 
 import torch
@@ -124,8 +125,9 @@ class ServingLlama:
         """New seqs for distinct prompts and each prompt's last-token logits. Prompts that share a prefix of at
         least `min_shared` tokens (a system prompt, a multi-turn history) compute it once and copy its cache."""
         seqs: list[Seq | None] = [None] * len(prompts)
-        shared = [(common, members) for common, members in shared_prefix_groups(prompts, min_shared)
-                  if len(members) > 1]
+        shared = [
+            (common, members) for common, members in shared_prefix_groups(prompts, min_shared) if len(members) > 1
+        ]
         if shared:
             firsts = [self.pool.alloc() for _ in shared]
             self.prefill([list(prompts[m[0]][:c]) for c, m in shared], firsts)
@@ -136,7 +138,7 @@ class ServingLlama:
         for i, s in enumerate(seqs):
             if s is None:
                 seqs[i] = self.pool.alloc()
-        logits = self.prefill([list(p[s.length:]) for p, s in zip(prompts, seqs)], seqs)
+        logits = self.prefill([list(p[s.length :]) for p, s in zip(prompts, seqs)], seqs)
         return seqs, logits
 
     @torch.inference_mode()
@@ -153,13 +155,18 @@ class ServingLlama:
             outs = []
             for s, n, end in zip(seqs, lens, ends):
                 kv, start, total = self.pool.data[li, :, s.slot], end - n, s.length + n
-                kv[0, :, s.length:total] = k[start:end].transpose(0, 1)
-                kv[1, :, s.length:total] = v[start:end].transpose(0, 1)
+                kv[0, :, s.length : total] = k[start:end].transpose(0, 1)
+                kv[1, :, s.length : total] = v[start:end].transpose(0, 1)
                 # causal within the new tokens, every cached token visible
                 mask = None if s.length == 0 else torch.ones(n, total, dtype=torch.bool).tril(diagonal=s.length)
-                o = F.scaled_dot_product_attention(q[start:end].transpose(0, 1)[None], kv[0, :, :total][None],
-                                                   kv[1, :, :total][None], attn_mask=mask, is_causal=mask is None,
-                                                   enable_gqa=True)
+                o = F.scaled_dot_product_attention(
+                    q[start:end].transpose(0, 1)[None],
+                    kv[0, :, :total][None],
+                    kv[1, :, :total][None],
+                    attn_mask=mask,
+                    is_causal=mask is None,
+                    enable_gqa=True,
+                )
                 outs.append(o[0].transpose(0, 1).reshape(n, -1))
             x = layer.rest(x, torch.cat(outs), self._norm)
         for s, n in zip(seqs, lens):
@@ -266,8 +273,8 @@ def _fuse(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
     row = 0
     for m in linears:
         rows = m.weight.shape[0]
-        m.weight.data = weight[row:row + rows]
+        m.weight.data = weight[row : row + rows]
         if bias is not None:
-            m.bias.data = bias[row:row + rows]
+            m.bias.data = bias[row : row + rows]
         row += rows
     return weight_t, bias

@@ -1,17 +1,17 @@
 """SGLang-native HTTP API over the CPU EngineCore (same paths, field names and semantics as SGLang's server,
 plus `meta_info.output_token_weight_versions`, the policy version of each output token)."""
+
 from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-from fastapi import FastAPI, HTTPException, Request as HttpRequest
+from fastapi import FastAPI, HTTPException
+from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,9 +33,14 @@ class GenerateReq(BaseModel):
 
 
 def _response(core: EngineCore, res: dict[str, Any], return_logprob: bool) -> dict[str, Any]:
-    meta = {"id": res["rid"], "finish_reason": res["finish_reason"], "prompt_tokens": len(res["input_ids"]),
-            "completion_tokens": len(res["output_ids"]), "weight_version": str(core.weight_version),
-            "output_token_weight_versions": res["versions"]}
+    meta = {
+        "id": res["rid"],
+        "finish_reason": res["finish_reason"],
+        "prompt_tokens": len(res["input_ids"]),
+        "completion_tokens": len(res["output_ids"]),
+        "weight_version": str(core.weight_version),
+        "output_token_weight_versions": res["versions"],
+    }
     if return_logprob:
         meta["output_token_logprobs"] = [[lp, tok, None] for lp, tok in zip(res["logprobs"], res["output_ids"])]
     text = core.tokenizer.decode(res["output_ids"], skip_special_tokens=True)
@@ -163,8 +168,12 @@ def create_app(core: EngineCore) -> FastAPI:
 
     @app.get("/get_model_info")
     async def get_model_info():
-        return {"model_path": core.model_path, "tokenizer_path": core.model_path, "is_generation": True,
-                "weight_version": str(core.weight_version)}
+        return {
+            "model_path": core.model_path,
+            "tokenizer_path": core.model_path,
+            "is_generation": True,
+            "weight_version": str(core.weight_version),
+        }
 
     @app.get("/server_info")
     async def server_info():
@@ -198,7 +207,9 @@ def create_app(core: EngineCore) -> FastAPI:
                 opts = await request.json()
                 blobs = opts.get("serialized_named_tensors")
                 if not isinstance(blobs, list) or not blobs:
-                    raise ValueError("serialized_named_tensors: a non-empty list of base64 safetensors blobs is required")
+                    raise ValueError(
+                        "serialized_named_tensors: a non-empty list of base64 safetensors blobs is required"
+                    )
                 tensors = {}
                 for blob in blobs:
                     tensors.update(load_safetensors(base64.b64decode(blob)))
@@ -207,7 +218,11 @@ def create_app(core: EngineCore) -> FastAPI:
             await asyncio.wrap_future(core.request_weight_swap(tensors, _version(opts)))
         except Exception as exc:  # bad payloads included: never a 500, never a half-applied update
             return {"success": False, "message": f"update_weights_from_tensor failed: {exc}"}
-        return {"success": True, "message": f"updated {len(tensors)} tensors", "weight_version": str(core.weight_version)}
+        return {
+            "success": True,
+            "message": f"updated {len(tensors)} tensors",
+            "weight_version": str(core.weight_version),
+        }
 
     @app.post("/update_weight_version")
     async def update_weight_version(body: dict[str, Any]):
@@ -247,12 +262,20 @@ def _flag(v: Any) -> bool:  # JSON bools, or query strings like "true"/"1"
     return v is True or str(v).lower() in ("true", "1")
 
 
-def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 30000, max_batch_size: int = 32,
-          threads: int = 1, weight_version: int = 0, dtype: str = "float32") -> None:
+def serve(
+    model_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 30000,
+    max_batch_size: int = 32,
+    threads: int = 1,
+    weight_version: int = 0,
+    dtype: str = "float32",
+) -> None:
     import uvicorn
 
-    core = EngineCore(model_path, max_batch_size=max_batch_size, weight_version=weight_version, threads=threads,
-                      dtype=dtype)
+    core = EngineCore(
+        model_path, max_batch_size=max_batch_size, weight_version=weight_version, threads=threads, dtype=dtype
+    )
     try:
         uvicorn.run(create_app(core), host=host, port=port, log_level="warning", access_log=False)
     finally:

@@ -5,6 +5,7 @@ returned them (never re-tokenised) with loss mask 1, their logprobs and per-toke
 observations are rendered as the next chat turn, tokenised once, and appended with loss mask 0, logprob 0 and
 version -1. An exception or timeout in the environment fails the sample, not the worker.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,18 +26,23 @@ def encode_chat(tokenizer, messages: list[dict[str, str]], add_generation_prompt
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
-def observation_ids(tokenizer, history: list[dict[str, str]], reply: str, observation: str, role: str,
-                    ended_with_eos: bool) -> list[int]:
+def observation_ids(
+    tokenizer, history: list[dict[str, str]], reply: str, observation: str, role: str, ended_with_eos: bool
+) -> list[int]:
     """Tokens that close the model's turn (if it did not emit EOS itself) and open the observation turn plus the
     next assistant turn, from the chat template's own rendering."""
     with_reply = history + [{"role": "assistant", "content": reply}]
     before = tokenizer.apply_chat_template(with_reply, tokenize=False)
-    after = tokenizer.apply_chat_template(with_reply + [{"role": role, "content": observation}],
-                                          add_generation_prompt=True, tokenize=False)
-    suffix = after[len(before):] if after.startswith(before) else after
+    after = tokenizer.apply_chat_template(
+        with_reply + [{"role": role, "content": observation}], add_generation_prompt=True, tokenize=False
+    )
+    suffix = after[len(before) :] if after.startswith(before) else after
     eos = tokenizer.eos_token or ""
-    end_of_reply = before[before.rfind(eos) + len(eos):] if ended_with_eos and eos in before else (
-        before[before.rfind(reply) + len(reply):] if reply and reply in before else "")
+    end_of_reply = (
+        before[before.rfind(eos) + len(eos) :]
+        if ended_with_eos and eos in before
+        else (before[before.rfind(reply) + len(reply) :] if reply and reply in before else "")
+    )
     return tokenizer(end_of_reply + suffix, add_special_tokens=False)["input_ids"]
 
 
@@ -69,19 +75,30 @@ class EpisodeRunner:
 
     def sampling_params(self, max_new_tokens: int, greedy: bool) -> dict[str, Any]:
         s = self.sampling
-        return {"max_new_tokens": max_new_tokens, "temperature": 0.0 if greedy else s.temperature,
-                "top_p": s.top_p, "top_k": s.top_k, "ignore_eos": s.ignore_eos}
+        return {
+            "max_new_tokens": max_new_tokens,
+            "temperature": 0.0 if greedy else s.temperature,
+            "top_p": s.top_p,
+            "top_k": s.top_k,
+            "ignore_eos": s.ignore_eos,
+        }
 
-    async def run(self, sample: dict[str, Any], group_id: str, index: int, greedy: bool = False,
-                  resume: Partial | None = None) -> Trajectory | Partial:
+    async def run(
+        self, sample: dict[str, Any], group_id: str, index: int, greedy: bool = False, resume: Partial | None = None
+    ) -> Trajectory | Partial:
         """One episode -> a finished Trajectory (completed/truncated/failed/aborted), or a Partial when a
         single-turn request was cut off and can be resumed from its tokens."""
         started = time.time()
         env: Env | None = None
         key = resume.key if resume else f"{group_id}-{index}"
-        traj = Trajectory(group_id=group_id, prompt_ids=[0], env_name=getattr(self.envs.env_class, "name", "env"),
-                          sample_index=index, metadata={"sample_id": sample.get("id")},
-                          timing={"start": started})
+        traj = Trajectory(
+            group_id=group_id,
+            prompt_ids=[0],
+            env_name=getattr(self.envs.env_class, "name", "env"),
+            sample_index=index,
+            metadata={"sample_id": sample.get("id")},
+            timing={"start": started},
+        )
         try:
             env = self.envs.new_episode()
             reset = await asyncio.wait_for(env.reset(sample), self.env_cfg.step_timeout_s)
@@ -100,9 +117,12 @@ class EpisodeRunner:
                     res = GenerateResult([], [], [], "abort", "", "")
                 elif budget > 0:
                     self._requests += 1
-                    res = await self.router.generate(key, traj.prompt_ids + traj.response_ids,
-                                                     self.sampling_params(budget, greedy),
-                                                     rid=f"{key}-t{turn}-{self._requests}")
+                    res = await self.router.generate(
+                        key,
+                        traj.prompt_ids + traj.response_ids,
+                        self.sampling_params(budget, greedy),
+                        rid=f"{key}-t{turn}-{self._requests}",
+                    )
                     assert isinstance(res, GenerateResult), "n > 1 is not used by episodes"
                     traj.metadata["engine"] = res.engine
                 traj.response_ids += res.output_ids
@@ -113,8 +133,7 @@ class EpisodeRunner:
                     return self._aborted(traj, sample, key, turn, resume)
                 n_model = len(res.output_ids) + carried
                 carried = 0
-                reply = self.tok.decode(traj.response_ids[len(traj.response_ids) - n_model:],
-                                        skip_special_tokens=True)
+                reply = self.tok.decode(traj.response_ids[len(traj.response_ids) - n_model :], skip_special_tokens=True)
                 step = await self._step(env, reply)
                 traj.finish_reason = res.finish_reason
                 if step.done or turn == self.max_turns - 1:
@@ -128,14 +147,16 @@ class EpisodeRunner:
                     break
                 ended = bool(res.output_ids) and res.output_ids[-1] == self.eos_id
                 obs = observation_ids(self.tok, history, reply, step.observation or "", step.observation_role, ended)
-                history += [{"role": "assistant", "content": reply},
-                            {"role": step.observation_role, "content": step.observation or ""}]
+                history += [
+                    {"role": "assistant", "content": reply},
+                    {"role": step.observation_role, "content": step.observation or ""},
+                ]
                 traj.response_ids += obs
                 traj.rollout_logprobs += [0.0] * len(obs)
                 traj.versions += [-1] * len(obs)
                 traj.loss_mask += [0] * len(obs)
                 traj.metadata.update(step.info)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._fail(traj, "timeout: the environment did not answer within its time limit")
         except Exception as exc:  # engine errors and any bug in user code fail this sample only
             self._fail(traj, f"{type(exc).__name__}: {exc}")
@@ -166,19 +187,31 @@ class EpisodeRunner:
     def _no_reward(self, cut: bool) -> str:
         if not cut:
             return "the environment ended the episode (done=True) without a reward"
-        return (f"the episode was cut at {self._turn_limit_source}={self.max_turns} and the environment's last step "
-                f"gave no reward (set env.max_turns, or return a reward on that step)")
+        return (
+            f"the episode was cut at {self._turn_limit_source}={self.max_turns} and the environment's last step "
+            f"gave no reward (set env.max_turns, or return a reward on that step)"
+        )
 
     def _fail(self, traj: Trajectory, reason: str) -> None:
         traj.status = Status.FAILED
         traj.reward = 0.0
         traj.metadata["reason"] = reason
 
-    def _aborted(self, traj: Trajectory, sample: dict[str, Any], key: str, turn: int,
-                 resume: Partial | None) -> Trajectory | Partial:
+    def _aborted(
+        self, traj: Trajectory, sample: dict[str, Any], key: str, turn: int, resume: Partial | None
+    ) -> Trajectory | Partial:
         if self.max_turns == 1 and turn == 0:
-            return Partial(key, sample, traj.group_id, traj.sample_index, traj.prompt_ids, traj.response_ids,
-                           traj.rollout_logprobs, traj.versions, aborts=(resume.aborts + 1) if resume else 1)
+            return Partial(
+                key,
+                sample,
+                traj.group_id,
+                traj.sample_index,
+                traj.prompt_ids,
+                traj.response_ids,
+                traj.rollout_logprobs,
+                traj.versions,
+                aborts=(resume.aborts + 1) if resume else 1,
+            )
         traj.status = Status.ABORTED  # multi-turn episodes are not resumed mid-conversation
         traj.metadata["reason"] = f"aborted in turn {turn}"
         traj.timing["end"] = time.time()

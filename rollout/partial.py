@@ -7,11 +7,13 @@ Life of a group:   running --(all samples finish)--> complete --> pushed
                                                                               --(take, stale)--> dropped
 Pure logic: no I/O, tested without engines or Redis.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from slime_rl.staleness import StalenessRule
 from slime_rl.trajectory import Trajectory
 
 
@@ -31,8 +33,10 @@ class Partial:
 
     def __post_init__(self) -> None:
         if not (len(self.output_ids) == len(self.logprobs) == len(self.versions)):
-            raise ValueError(f"partial {self.key}: {len(self.output_ids)} tokens, {len(self.logprobs)} logprobs, "
-                             f"{len(self.versions)} versions")
+            raise ValueError(
+                f"partial {self.key}: {len(self.output_ids)} tokens, {len(self.logprobs)} logprobs, "
+                f"{len(self.versions)} versions"
+            )
 
     def remaining(self, max_new_tokens: int) -> int:
         """The budget of the resumed request: the original one less what was already generated."""
@@ -40,12 +44,6 @@ class Partial:
 
     def first_version(self) -> int | None:
         return self.versions[0] if self.versions else None
-
-    def extend(self, ids: list[int], logprobs: list[float], versions: list[int]) -> None:
-        self.output_ids += ids
-        self.logprobs += logprobs
-        self.versions += versions
-        self.aborts += 1
 
 
 @dataclass
@@ -65,10 +63,6 @@ class PendingGroup:
         firsts = [v for v in firsts if v is not None and v >= 0]
         return min(firsts) if firsts else None
 
-    def is_stale(self, trainer_version: int, tau: int) -> bool:
-        first = self.first_version()
-        return first is not None and trainer_version - first > tau
-
     def is_complete(self, group_size: int) -> bool:
         return not self.partials and len(self.done) == group_size
 
@@ -83,8 +77,8 @@ class PendingGroup:
 class PartialStore:
     """Groups waiting to be resumed. `take` hands back the fresh ones and drops (and counts) the stale ones."""
 
-    def __init__(self, tau: int):
-        self.tau = tau
+    def __init__(self, staleness: StalenessRule):
+        self.staleness = staleness
         self.waiting: list[PendingGroup] = []
         self.dropped_groups = 0
         self.dropped_samples = 0
@@ -97,7 +91,7 @@ class PartialStore:
         """Up to `limit` fresh groups, oldest first; every stale group is dropped on the way."""
         fresh, keep = [], []
         for g in self.waiting:
-            if g.is_stale(trainer_version, self.tau):
+            if self.staleness.is_stale(g.first_version(), trainer_version):
                 self.dropped_groups += 1
                 self.dropped_samples += len(g.partials) + len(g.done)
             elif limit is None or len(fresh) < limit:

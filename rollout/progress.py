@@ -13,6 +13,7 @@ given back (its group cut short by stop()) is handed out again first.
 
 Pure logic: no I/O, tested without Ray or Redis.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -29,8 +30,10 @@ class PromptProgress:
 
     def __post_init__(self) -> None:
         if self.low < 0 or any(k <= self.low for k in self.above):
-            raise ValueError(f"prompt progress: low {self.low}, finished above it {sorted(self.above)}: need "
-                             "low >= 0 and every finished slot above low")
+            raise ValueError(
+                f"prompt progress: low {self.low}, finished above it {sorted(self.above)}: need "
+                "low >= 0 and every finished slot above low"
+            )
         self._next = self.low
 
     @property

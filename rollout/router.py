@@ -13,6 +13,7 @@
   each is aborted where it runs and resumed there from its tokens (prompt + output so far, `max_new_tokens`
   reduced), inside `generate`, so callers see one uninterrupted result. The emptied engines take the next batch.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,9 +30,17 @@ def _hash(key: str) -> int:
 
 
 class Router:
-    def __init__(self, urls: list[str], timeout: float = 600.0, replicas: int = 64, slack: int = 8,
-                 health_interval_s: float = 2.0, wait_healthy_s: float = 30.0, repack_below: int = 0,
-                 repack_interval_s: float = 0.25):
+    def __init__(
+        self,
+        urls: list[str],
+        timeout: float = 600.0,
+        replicas: int = 64,
+        slack: int = 8,
+        health_interval_s: float = 2.0,
+        wait_healthy_s: float = 30.0,
+        repack_below: int = 0,
+        repack_interval_s: float = 0.25,
+    ):
         if not urls:
             raise ValueError("router needs at least one engine URL")
         urls = [u.rstrip("/") for u in urls]
@@ -72,8 +81,9 @@ class Router:
         return least if self.inflight[url] - self.inflight[least] > self.slack else url
 
     # --- requests -----------------------------------------------------------------------------------
-    async def generate(self, key: str, input_ids: list[int], sampling_params: dict[str, Any],
-                       rid: str | None = None) -> GenerateResult | list[GenerateResult]:
+    async def generate(
+        self, key: str, input_ids: list[int], sampling_params: dict[str, Any], rid: str | None = None
+    ) -> GenerateResult | list[GenerateResult]:
         try:
             res = await self._generate(key, input_ids, sampling_params, rid)
             while rid in self._moving and not isinstance(res, list):  # repacked: resume where it was sent
@@ -81,18 +91,30 @@ class Router:
                 budget = int(sampling_params.get("max_new_tokens", 128)) - len(res.output_ids)
                 if res.finish_reason != "abort" or rid in self._cancelled or budget <= 0:
                     break  # it finished before the abort landed, or the caller cut it off itself
-                more = await self._generate(key, input_ids + res.output_ids,
-                                            {**sampling_params, "max_new_tokens": budget}, rid, engine=target)
-                res = replace(more, output_ids=res.output_ids + more.output_ids, text=res.text + more.text,
-                              logprobs=res.logprobs + more.logprobs, versions=res.versions + more.versions)
+                more = await self._generate(
+                    key, input_ids + res.output_ids, {**sampling_params, "max_new_tokens": budget}, rid, engine=target
+                )
+                res = replace(
+                    more,
+                    output_ids=res.output_ids + more.output_ids,
+                    text=res.text + more.text,
+                    logprobs=res.logprobs + more.logprobs,
+                    versions=res.versions + more.versions,
+                )
             return res
         finally:
             if rid is not None:
                 self._moving.pop(rid, None)
                 self._cancelled.discard(rid)
 
-    async def _generate(self, key: str, input_ids: list[int], sampling_params: dict[str, Any], rid: str | None,
-                        engine: str | None = None) -> GenerateResult | list[GenerateResult]:
+    async def _generate(
+        self,
+        key: str,
+        input_ids: list[int],
+        sampling_params: dict[str, Any],
+        rid: str | None,
+        engine: str | None = None,
+    ) -> GenerateResult | list[GenerateResult]:
         last: EngineError | None = None
         for _ in range(len(self.clients)):
             if not self.healthy:  # all down, e.g. restarting: wait a little for one to come back
@@ -145,8 +167,9 @@ class Router:
         movers = [r for r, u in self._rids.items() if u != target]
         for r in movers:
             self._moving[r] = target
-        await asyncio.gather(*(self.clients[self._rids[r]].abort(r) for r in movers if r in self._rids),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(self.clients[self._rids[r]].abort(r) for r in movers if r in self._rids), return_exceptions=True
+        )
         self.repacked += len(movers)
         return len(movers)
 
@@ -182,8 +205,10 @@ class Router:
             self._repack_task = loop.create_task(self._repack_loop())
 
     def load(self) -> dict[str, dict[str, Any]]:
-        return {u: {"healthy": u in self.healthy, "inflight": self.inflight[u], "requests": self.requests[u]}
-                for u in self.clients}
+        return {
+            u: {"healthy": u in self.healthy, "inflight": self.inflight[u], "requests": self.requests[u]}
+            for u in self.clients
+        }
 
     async def close(self) -> None:
         for task in (self._health_task, self._repack_task):

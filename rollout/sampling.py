@@ -1,5 +1,6 @@
 """Per-request sampling with exact logprobs of the raw model distribution (temperature 1): that is what the
 trainer compares against. temperature/top_p/top_k/min_p only shape which token is drawn."""
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,9 @@ def _filtered(probs: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return probs
 
 
-def sample_batch(logits: torch.Tensor, params: list[SamplingParams],
-                 generators: list[torch.Generator | None]) -> tuple[list[int], list[float]]:
+def sample_batch(
+    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
+) -> tuple[list[int], list[float]]:
     """One token per row of `logits` [B, vocab] and its logprob under log_softmax(logits). Written to make few
     passes over the [B, vocab] logits: at temperature 1 the sampling distribution reuses the logsumexp."""
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)

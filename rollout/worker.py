@@ -1,16 +1,15 @@
 """Rollout workers: run groups of episodes against the engines and push whole groups to the buffer.
 
-async mode (`run`): keep producing; a group starts only while the AReaL-style capacity allows it:
-    started_groups <= (v + tau + 1) * groups_per_step   (this worker's share)
-with v = the policy version the engines hold (never ahead of the trainer's): groups are trained in order, so group
-k is trained at trainer version ceil(k / groups_per_step) - 1 and its lag stays within tau even while a weight
-push is still on its way to the engines. A request an engine aborts (e.g. a weight swap in abort mode) is resumed
-at once from its tokens.
+async mode (`run`): keep producing; a group starts only while the run's staleness rule admits it
+(slime_rl/staleness.py: its share of (v + tau + 1) * groups_per_step started groups, v = the version the engines
+hold, never ahead of the trainer's). A request an engine aborts (e.g. a weight swap in abort mode) is resumed at
+once from its tokens.
 sync mode (`generate_groups`): start over_provision x the needed groups, push the first ones to finish, abort
 the long tail and keep those partials to resume first next time (or drop them when partial_rollouts is off).
 Each worker's place in its prompts (progress.PromptProgress) is stored with its pushes, so a restarted worker
 redoes only the groups that were in flight.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,21 +26,23 @@ from slime_rl.buffer import TrajectoryBuffer
 from slime_rl.config import RunConfig
 from slime_rl.env_api import build_env_factory, load_env_class
 from slime_rl.metrics import MetricsSink
-from slime_rl.results import EvalResult
 from slime_rl.net import write_pid
+from slime_rl.results import EvalResult
 from slime_rl.run_keys import RunKeys
+from slime_rl.staleness import PolicyVersion, StalenessRule
 from slime_rl.trajectory import Status, Trajectory, TrajectoryGroup
 
 from .dataset import PromptDataset, load_prompts
 from .episode import EpisodeRunner
-from .partial import Partial, PendingGroup, PartialStore
+from .partial import Partial, PartialStore, PendingGroup
 from .progress import PromptProgress
 from .router import Router
 
 
 class RolloutWorkerCore:
-    def __init__(self, cfg: RunConfig, engine_urls: list[str], redis_url: str, worker_index: int = 0,
-                 run_dir: str | None = None):
+    def __init__(
+        self, cfg: RunConfig, engine_urls: list[str], redis_url: str, worker_index: int = 0, run_dir: str | None = None
+    ):
         from transformers import AutoTokenizer
 
         self.cfg, self.index, self.rc = cfg, worker_index, cfg.rollout
@@ -53,15 +54,22 @@ class RolloutWorkerCore:
         # one per worker, for all its episodes; a typo in env.kwargs fails here, at start-up
         self.envs = build_env_factory(env_plugin, cfg.env.kwargs)
         self._envs_closed = False
-        self.dataset = PromptDataset(rows, worker_index, self.rc.num_workers, self.rc.shuffle, self.rc.seed,
-                                     name=f"{cfg.env.name} train")
-        self.router = Router(engine_urls, timeout=cfg.engines.request_timeout_s,
-                             health_interval_s=self.rc.health_interval_s, repack_below=self.rc.repack_below)
+        self.dataset = PromptDataset(
+            rows, worker_index, self.rc.num_workers, self.rc.shuffle, self.rc.seed, name=f"{cfg.env.name} train"
+        )
+        self.router = Router(
+            engine_urls,
+            timeout=cfg.engines.request_timeout_s,
+            health_interval_s=self.rc.health_interval_s,
+            repack_below=self.rc.repack_below,
+        )
         self.runner = EpisodeRunner(self.envs, cfg.env, self.rc.sampling, self.tokenizer, self.router)
         keys = RunKeys.of(cfg)
         self.buffer = TrajectoryBuffer(cfg.buffer, redis_url, consumer=f"rollout-{worker_index}", keys=keys)
         self.metrics = MetricsSink(f"rollout-{worker_index}", redis_url, run_dir, keys=keys)
-        self.store = PartialStore(cfg.loss.staleness_tau)
+        self.staleness = StalenessRule.of(cfg)
+        self.policy_version = PolicyVersion(self.buffer.r, keys)  # the trainer's, as it publishes it
+        self.store = PartialStore(self.staleness)
         self._stopping = False
         self.started = self.pushed = self.tokens = self.failed = self.aborted = 0
         # this worker's place in its prompts, stored with each push and restored here; the evaluation worker (an
@@ -109,9 +117,9 @@ class RolloutWorkerCore:
         """Push exactly num_groups groups: over-provision, then abort the long tail and keep it for later."""
         self._stopping = False
         self.router.start()
-        version = await asyncio.to_thread(self.buffer.policy_version)
+        version = await asyncio.to_thread(self.policy_version.get)
         want = max(num_groups, math.ceil(num_groups * self.rc.over_provision))
-        stale = [g for g in self.store.waiting if g.is_stale(version, self.store.tau)]
+        stale = [g for g in self.store.waiting if self.staleness.is_stale(g.first_version(), version)]
         pending = self.store.take(version, limit=want)  # drops the stale ones: their prompts are used up
         for g in stale:
             await self._finish(g.slot)
@@ -143,9 +151,13 @@ class RolloutWorkerCore:
         rewards = [t.reward for t in trajs]
         lengths = [sum(t.loss_mask) for t in trajs]
         failures = Counter(t.untrainable_reason for t in trajs if t.status == Status.FAILED)
-        return EvalResult(reward_mean=sum(rewards) / len(rewards) if rewards else 0.0, samples=len(rewards),
-                          failed=sum(failures.values()), failure_reasons=dict(failures.most_common(10)),
-                          response_len_mean=sum(lengths) / len(lengths) if lengths else 0.0)
+        return EvalResult(
+            reward_mean=sum(rewards) / len(rewards) if rewards else 0.0,
+            samples=len(rewards),
+            failed=sum(failures.values()),
+            failure_reasons=dict(failures.most_common(10)),
+            response_len_mean=sum(lengths) / len(lengths) if lengths else 0.0,
+        )
 
     def stop(self) -> None:
         self._stopping = True
@@ -163,21 +175,32 @@ class RolloutWorkerCore:
 
     def stats(self) -> dict[str, Any]:
         active = self.active_s + (time.monotonic() - self._active_since if self._active_since else 0.0)
-        return {"worker": self.index, "started": self.started, "pushed": self.pushed, "tokens": self.tokens,
-                "failed": self.failed, "aborted": self.aborted, "active_s": active,
-                "tokens_per_s": self.tokens / active if active else 0.0, "partials": self.store.num_partials(),
-                "waiting_groups": len(self.store), "resumed": self.store.resumed,
-                "partials_dropped": self.store.dropped_samples, "repacked": self.router.repacked,
-                "engines": self.router.load(), "episodes": self.episodes,
-                "failure_reasons": dict(self.failures.most_common(10)), "groups_in_flight": self.groups_in_flight,
-                "at_capacity": self.at_capacity}
+        return {
+            "worker": self.index,
+            "started": self.started,
+            "pushed": self.pushed,
+            "tokens": self.tokens,
+            "failed": self.failed,
+            "aborted": self.aborted,
+            "active_s": active,
+            "tokens_per_s": self.tokens / active if active else 0.0,
+            "partials": self.store.num_partials(),
+            "waiting_groups": len(self.store),
+            "resumed": self.store.resumed,
+            "partials_dropped": self.store.dropped_samples,
+            "repacked": self.router.repacked,
+            "engines": self.router.load(),
+            "episodes": self.episodes,
+            "failure_reasons": dict(self.failures.most_common(10)),
+            "groups_in_flight": self.groups_in_flight,
+            "at_capacity": self.at_capacity,
+        }
 
     # --- internals --------------------------------------------------------------------------------------
     async def _capacity(self) -> int:
-        v = min(await asyncio.to_thread(self.buffer.policy_version), await self._engine_version())
-        total = (v + self.cfg.loss.staleness_tau + 1) * self.rc.groups_per_step
-        n = self.rc.num_workers
-        return total // n + (1 if self.index < total % n else 0)
+        """How many groups this worker may have started: the engines' version, never ahead of the trainer's."""
+        v = min(await asyncio.to_thread(self.policy_version.get), await self._engine_version())
+        return self.staleness.capacity(v, self.index)
 
     async def _engine_version(self) -> int:
         """The oldest policy version among the healthy engines (what new tokens will be sampled with)."""
@@ -227,8 +250,8 @@ class RolloutWorkerCore:
             if group is not None:
                 await self._push(group, g.slot)
                 return
-            version = await asyncio.to_thread(self.buffer.policy_version)
-            if self._stopping or not self.rc.partial_rollouts or g.is_stale(version, self.cfg.loss.staleness_tau):
+            version = await asyncio.to_thread(self.policy_version.get)
+            if self._stopping or not self.rc.partial_rollouts or self.staleness.is_stale(g.first_version(), version):
                 self.store.dropped_samples += len(g.partials) + len(g.done)
                 if self._stopping:
                     self._give_back(g)
@@ -269,8 +292,9 @@ class RolloutWorkerCore:
             if g.partials:
                 self.aborted += len(g.partials)
                 return None
-        return TrajectoryGroup(group_id=g.group_id, prompt_index=g.prompt_index,
-                               trajectories=sorted(g.done, key=lambda t: t.sample_index))
+        return TrajectoryGroup(
+            group_id=g.group_id, prompt_index=g.prompt_index, trajectories=sorted(g.done, key=lambda t: t.sample_index)
+        )
 
     async def _to_the_end(self, sample: dict[str, Any], gid: str, i: int, greedy: bool) -> Trajectory:
         out = await self.runner.run(sample, gid, i, greedy=greedy)
@@ -290,18 +314,42 @@ class RolloutWorkerCore:
         dt = max(t.timing.get("end", now) for t in trajs) - min(t.timing.get("start", now) for t in trajs)
         engines = Counter(t.metadata.get("engine", "?") for t in trajs)
         aborted, self._aborted_logged = self.aborted - self._aborted_logged, self.aborted
-        await asyncio.to_thread(self.metrics.log, "rollout", {
-            "engine": engines.most_common(1)[0][0], "tokens": tokens, "dt_s": dt,
-            "tokens_per_s": tokens / dt if dt > 0 else 0.0, "trajectories": len(trajs), "groups": 1,
-            "reward_mean": sum(t.reward for t in trajs) / len(trajs), "response_len_mean": tokens / len(trajs),
-            "aborted": aborted, "failed": failed})
+        await asyncio.to_thread(
+            self.metrics.log,
+            "rollout",
+            {
+                "engine": engines.most_common(1)[0][0],
+                "tokens": tokens,
+                "dt_s": dt,
+                "tokens_per_s": tokens / dt if dt > 0 else 0.0,
+                "trajectories": len(trajs),
+                "groups": 1,
+                "reward_mean": sum(t.reward for t in trajs) / len(trajs),
+                "response_len_mean": tokens / len(trajs),
+                "aborted": aborted,
+                "failed": failed,
+            },
+        )
         if self.pushed % self.rc.trajectory_log_every == 0:
             t = trajs[0]
-            await asyncio.to_thread(self.metrics.log, "trajectory", {
-                "id": t.id, "group_id": t.group_id, "env": t.env_name, "status": t.status.value, "reward": t.reward,
-                "length": len(t.response_ids), "text": self.tokenizer.decode(t.response_ids),
-                "prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask,
-                "versions": t.versions, "reason": t.metadata.get("reason")})
+            await asyncio.to_thread(
+                self.metrics.log,
+                "trajectory",
+                {
+                    "id": t.id,
+                    "group_id": t.group_id,
+                    "env": t.env_name,
+                    "status": t.status.value,
+                    "reward": t.reward,
+                    "length": len(t.response_ids),
+                    "text": self.tokenizer.decode(t.response_ids),
+                    "prompt_ids": t.prompt_ids,
+                    "response_ids": t.response_ids,
+                    "loss_mask": t.loss_mask,
+                    "versions": t.versions,
+                    "reason": t.metadata.get("reason"),
+                },
+            )
 
     def _enter(self) -> None:
         if self._inflight == 0:

@@ -1,5 +1,6 @@
 """The sandbox contract, in SandboxFusion's request/response shapes, so local backends, the HTTP service and an
 existing SandboxFusion deployment are interchangeable."""
+
 from __future__ import annotations
 
 import base64

@@ -2,13 +2,21 @@
 
 The page is set as the content of a blank tab, so it has no file:// origin to read local files from, and every
 request it makes (scripts, images, fetches) is aborted. Async, so cancelling the judge closes the browser."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 async def check_page(html: str, click: str | None, read: str, expect_text: str, timeout: float) -> tuple[bool, str]:

@@ -8,6 +8,7 @@ need (`warm_pool`). Each waits in a tiny shell for a "go" line on its stdin; a r
 /work, sends the limits and the command as that line, and the shell applies the limits and execs the program.
 A warm sandbox serves exactly one run. Each sandbox has its own uid (round-robin over `uid_count` uids), so the
 process limit and the kill are per run, and concurrent runs cannot starve each other's fork budget."""
+
 from __future__ import annotations
 
 import collections
@@ -49,8 +50,9 @@ def _uid_cycle(base: int, count: int):
     with _UID_LOCK:
         if (base, count) not in _UID_CYCLES:
             start = random.randrange(count)
-            _UID_CYCLES[(base, count)] = itertools.cycle([*range(base + start, base + count),
-                                                          *range(base, base + start)])
+            _UID_CYCLES[(base, count)] = itertools.cycle(
+                [*range(base + start, base + count), *range(base, base + start)]
+            )
         return _UID_CYCLES[(base, count)]
 
 
@@ -86,14 +88,56 @@ class BwrapSandbox:
             if Path(d).exists():
                 binds += ["--ro-bind", d, d]
         return [
-            "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--",
-            self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", *binds,
-            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
-            "--symlink", "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-            "--bind", str(work), "/work", "--chdir", "/work", "--remount-ro", "/",
-            "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
-            "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--",
-            "/bin/sh", "-c", LAUNCHER, "launcher",
+            "/usr/bin/setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--",
+            self.bwrap,
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            *binds,
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/sbin",
+            "/sbin",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+            str(work),
+            "/work",
+            "--chdir",
+            "/work",
+            "--remount-ro",
+            "/",
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/bin:/bin",
+            "--setenv",
+            "HOME",
+            "/tmp",
+            "--setenv",
+            "PYTHONDONTWRITEBYTECODE",
+            "1",
+            "--",
+            "/bin/sh",
+            "-c",
+            LAUNCHER,
+            "launcher",
         ]
 
     def _spawn(self) -> _Warm:
@@ -104,8 +148,14 @@ class BwrapSandbox:
         for path in (root, work):
             os.chown(path, uid, uid)
         try:
-            proc = subprocess.Popen(self._argv(work, uid), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True, env={"PATH": "/usr/bin:/bin"})
+            proc = subprocess.Popen(
+                self._argv(work, uid),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env={"PATH": "/usr/bin:/bin"},
+            )
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
@@ -145,7 +195,9 @@ class BwrapSandbox:
             command = write_files(work, req)
             for path in work.rglob("*"):
                 os.chown(path, warm.uid, warm.uid)
-            go = f"{cfg.cpu_seconds} {memory_mb << 10} {cfg.max_processes} {cfg.max_file_mb << 11} {' '.join(command)}\n"
+            go = (
+                f"{cfg.cpu_seconds} {memory_mb << 10} {cfg.max_processes} {cfg.max_file_mb << 11} {' '.join(command)}\n"
+            )
             res = supervise(warm.proc, go + (req.stdin or ""), timeout, cfg.output_cap_bytes, cancel)
         finally:
             self._reaper.submit(_discard, warm)  # off the caller's path: the program has already exited

@@ -1,4 +1,5 @@
 """Client for the sandbox service and for existing SandboxFusion deployments (same `/run_code` shapes)."""
+
 from __future__ import annotations
 
 import threading

@@ -1,5 +1,6 @@
 """Docker backend through the docker SDK: no network, read-only root, tmpfs /tmp, memory/pids/cpu limits, a
 non-root user, every capability dropped, no-new-privileges. The image is built without a registry (see rootfs.py)."""
+
 from __future__ import annotations
 
 import shutil
@@ -40,13 +41,27 @@ class DockerSandbox:
             for path in [work, *work.rglob("*")]:
                 shutil.chown(path, SANDBOX_UID, SANDBOX_UID)
             container = self.client.containers.create(
-                self.image, command=["sh", "-c", command], user=f"{SANDBOX_UID}:{SANDBOX_UID}", network_mode="none",
-                read_only=True, working_dir="/work", volumes={tmp: {"bind": "/work", "mode": "rw"}},
-                tmpfs={"/tmp": "rw,size=64m"}, mem_limit=f"{memory}m", memswap_limit=f"{memory}m",
-                pids_limit=self.cfg.max_processes, nano_cpus=1_000_000_000, cap_drop=["ALL"],
-                security_opt=["no-new-privileges"], environment={}, detach=True,
-                ulimits=[_ulimit("cpu", self.cfg.cpu_seconds, self.cfg.cpu_seconds + 1),
-                         _ulimit("fsize", self.cfg.max_file_mb << 20)])
+                self.image,
+                command=["sh", "-c", command],
+                user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+                network_mode="none",
+                read_only=True,
+                working_dir="/work",
+                volumes={tmp: {"bind": "/work", "mode": "rw"}},
+                tmpfs={"/tmp": "rw,size=64m"},
+                mem_limit=f"{memory}m",
+                memswap_limit=f"{memory}m",
+                pids_limit=self.cfg.max_processes,
+                nano_cpus=1_000_000_000,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                environment={},
+                detach=True,
+                ulimits=[
+                    _ulimit("cpu", self.cfg.cpu_seconds, self.cfg.cpu_seconds + 1),
+                    _ulimit("fsize", self.cfg.max_file_mb << 20),
+                ],
+            )
             try:
                 return self._execute(container, timeout, cancel)
             finally:
@@ -81,8 +96,9 @@ class DockerSandbox:
         err = container.logs(stdout=False, stderr=True)[:cap].decode(errors="replace")
         if status == RunStatus.FINISHED and rc > 128:  # killed by a signal: SIGXCPU is the CPU limit
             status = RunStatus.TIME_LIMIT if rc == 128 + 24 else RunStatus.ERROR
-        return RunResult.from_command(CommandResult(status=status, execution_time=elapsed, return_code=rc,
-                                                    stdout=out, stderr=err))
+        return RunResult.from_command(
+            CommandResult(status=status, execution_time=elapsed, return_code=rc, stdout=out, stderr=err)
+        )
 
     def _watch_output(self, container, overflow: threading.Event) -> None:
         """Stop the program once it has printed more than the cap, instead of logging gigabytes."""

@@ -1,6 +1,7 @@
 """A private dockerd for tests and single-machine runs: its own data-root, exec-root, pidfile and socket, no bridge
 or iptables changes, stopped by PID. overlay2 is tried first (a container start is ~10x faster than with vfs, which
 copies the whole image per container); vfs is the fallback for kernels or file systems without overlay."""
+
 from __future__ import annotations
 
 import os
@@ -40,10 +41,26 @@ class PrivateDockerd:
             (self.root / d).mkdir(parents=True, exist_ok=True)
         log = self.root / f"dockerd-{driver}.log"
         self.proc = subprocess.Popen(
-            [binary, "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
-             "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-             "--pidfile", str(self.root / "dockerd.pid"), "-H", self.url, f"--storage-driver={driver}"],
-            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                binary,
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "dockerd.pid"),
+                "-H",
+                self.url,
+                f"--storage-driver={driver}",
+            ],
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         import docker
 
         deadline = time.monotonic() + timeout

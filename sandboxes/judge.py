@@ -1,6 +1,7 @@
 """The judge agent: a task spec becomes checks (unit tests, stdin/stdout cases, a build, an HTTP service probe, a
 browser check); each runs in the sandbox against the generated solution; the reward is the fraction of checks
 passed (or all-or-nothing), with a per-check report that goes into the trajectory's metadata."""
+
 from __future__ import annotations
 
 import asyncio
@@ -135,30 +136,42 @@ class Judge:
             for check in spec.checks:
                 remaining = spec.total_timeout_s - (time.time() - started)
                 if remaining <= 0:
-                    results.append(CheckResult(name=check.name, kind=check.kind, passed=False,
-                                               detail="total judge timeout reached"))
+                    results.append(
+                        CheckResult(
+                            name=check.name, kind=check.kind, passed=False, detail="total judge timeout reached"
+                        )
+                    )
                     continue
-                results.append(await self._run_check(check, spec, solution, min(remaining, spec.per_check_timeout_s),
-                                                     cancel))
+                results.append(
+                    await self._run_check(check, spec, solution, min(remaining, spec.per_check_timeout_s), cancel)
+                )
         except asyncio.CancelledError:
             cancel.set()
             raise
         passed = sum(r.passed for r in results)
         reward = passed / len(results) if spec.scoring == "fraction" else float(passed == len(results))
         if self.metrics:
-            self.metrics.log("sandbox", {"executions": len(results), "failures": len(results) - passed,
-                                         "latency_s_mean": sum(r.duration_s for r in results) / len(results)})
+            self.metrics.log(
+                "sandbox",
+                {
+                    "executions": len(results),
+                    "failures": len(results) - passed,
+                    "latency_s_mean": sum(r.duration_s for r in results) / len(results),
+                },
+            )
         return JudgeReport(reward=reward, checks=results)
 
-    async def _run_check(self, check, spec: TaskSpec, solution: str, timeout: float,
-                         cancel: threading.Event) -> CheckResult:
+    async def _run_check(
+        self, check, spec: TaskSpec, solution: str, timeout: float, cancel: threading.Event
+    ) -> CheckResult:
         t0 = time.time()
         try:
             passed, detail = await self._dispatch(check, spec, solution, timeout, cancel)
         except Exception as exc:  # a broken check is a failed check, not a crashed judge
             passed, detail = False, f"{type(exc).__name__}: {exc}"
-        return CheckResult(name=check.name, kind=check.kind, passed=passed, detail=detail[:2000],
-                           duration_s=time.time() - t0)
+        return CheckResult(
+            name=check.name, kind=check.kind, passed=passed, detail=detail[:2000], duration_s=time.time() - t0
+        )
 
     async def _sandboxed(self, req: RunRequest, cancel: threading.Event) -> RunResult:
         return await asyncio.to_thread(self.sandbox.run, req, cancel)
@@ -175,12 +188,19 @@ class Judge:
             out = res.run_result.stdout.strip() if res.run_result else ""
             return res.status == "Success" and out == check.expected_stdout.strip(), _describe(res)
         if check.kind == "build":
-            res = await self._sandboxed(RunRequest(code=check.command, language="bash", files=files,
-                                                   run_timeout=timeout), cancel)
+            res = await self._sandboxed(
+                RunRequest(code=check.command, language="bash", files=files, run_timeout=timeout), cancel
+            )
             return res.status == "Success", _describe(res)
         if check.kind == "http":
-            arg = json.dumps({"start": check.start_command, "port": check.port, "startup": check.startup_timeout_s,
-                              "probes": [p.model_dump() for p in check.probes]})
+            arg = json.dumps(
+                {
+                    "start": check.start_command,
+                    "port": check.port,
+                    "startup": check.startup_timeout_s,
+                    "probes": [p.model_dump() for p in check.probes],
+                }
+            )
             code = f"import sys\nsys.argv = ['harness', {arg!r}]\n" + _HTTP_HARNESS
             res = await self._sandboxed(RunRequest(code=code, files=files, run_timeout=timeout), cancel)
             if res.status != "Success":
@@ -190,8 +210,9 @@ class Judge:
         if check.kind == "browser":
             from .browser_check import check_page
 
-            return await asyncio.wait_for(check_page(solution, check.click, check.read, check.expect_text, timeout),
-                                          timeout + 5)
+            return await asyncio.wait_for(
+                check_page(solution, check.click, check.read, check.expect_text, timeout), timeout + 5
+            )
         raise ValueError(f"unknown check kind {check.kind!r}")
 
 

@@ -1,4 +1,5 @@
 """Supervising a started sandbox process: a wall-clock timeout and an output cap, killing its whole process group."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,9 @@ import time
 from .base import CommandResult, RunStatus
 
 
-def supervise(proc: subprocess.Popen, stdin: str | None, timeout: float, cap: int,
-              cancel: threading.Event | None = None) -> CommandResult:
+def supervise(
+    proc: subprocess.Popen, stdin: str | None, timeout: float, cap: int, cancel: threading.Event | None = None
+) -> CommandResult:
     """`proc` must lead its own process group (start_new_session=True) with stdin/stdout/stderr pipes.
     `cancel` (set from another thread, e.g. when the rollout that asked is aborted) kills the run at once."""
     started = time.monotonic()
@@ -31,10 +33,13 @@ def supervise(proc: subprocess.Popen, stdin: str | None, timeout: float, cap: in
                 kill_group(proc)
                 return
 
-    threads = [threading.Thread(target=pump, args=(proc.stdout, "out"), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True)]
+    threads = [
+        threading.Thread(target=pump, args=(proc.stdout, "out"), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True),
+    ]
     for t in threads:
         t.start()
+
     def feed() -> None:  # in a thread: a program that never reads its input must not block the watchdog
         try:
             if stdin:
@@ -74,8 +79,13 @@ def supervise(proc: subprocess.Popen, stdin: str | None, timeout: float, cap: in
     err = chunks["err"].decode(errors="replace")
     if overflow.is_set():
         err += f"\n[output truncated at {cap} bytes; program stopped]"
-    return CommandResult(status=status, execution_time=time.monotonic() - started, return_code=rc,
-                         stdout=chunks["out"].decode(errors="replace"), stderr=err)
+    return CommandResult(
+        status=status,
+        execution_time=time.monotonic() - started,
+        return_code=rc,
+        stdout=chunks["out"].decode(errors="replace"),
+        stderr=err,
+    )
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -1,5 +1,6 @@
 """A Docker image for the sandbox, made without a registry: debootstrap a minimal Debian with Python into a
 folder (once, cached under .cache/), tar it, and `docker import` it."""
+
 from __future__ import annotations
 
 import io
@@ -19,15 +20,24 @@ def build_rootfs(target: Path = ROOTFS, suite: str = "bookworm") -> Path:
         return target
     tmp = target.with_name(target.name + ".tmp")
     subprocess.run(["rm", "-rf", str(tmp)], check=True)
-    subprocess.run(["debootstrap", "--variant=minbase", "--include=python3-minimal,python3-pytest", suite, str(tmp),
-                    MIRROR], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["debootstrap", "--variant=minbase", "--include=python3-minimal,python3-pytest", suite, str(tmp), MIRROR],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     tmp.rename(target)
     return target
 
 
 # not needed to run programs; left out of the image (a smaller image also makes each container start faster)
-SKIP = ("./var/cache/apt/", "./var/lib/apt/lists/", "./usr/share/doc/", "./usr/share/man/", "./usr/share/locale/",
-        "./usr/share/info/")
+SKIP = (
+    "./var/cache/apt/",
+    "./var/lib/apt/lists/",
+    "./usr/share/doc/",
+    "./usr/share/man/",
+    "./usr/share/locale/",
+    "./usr/share/info/",
+)
 
 
 def _slim(info: tarfile.TarInfo) -> tarfile.TarInfo | None:

@@ -1,5 +1,6 @@
 """A SandboxFusion-compatible HTTP service (`POST /run_code`) in front of a local backend, with a concurrency
 limit and a bounded queue, so sandbox pools can run on other hosts. `slime-rl sandbox serve` runs it."""
+
 from __future__ import annotations
 
 import asyncio

@@ -8,6 +8,7 @@
 5. `bench trainer`'s comparison on this GPU: our packed step against the plain transformers loop.
 
 usage: python scripts/gpu_check.py OUT_JSON [HF_CONFIG_JSON]"""
+
 from __future__ import annotations
 
 import json
@@ -29,16 +30,28 @@ def on_policy_groups(policy, n_groups: int = 4, group_size: int = 8, seed: int =
         for t in (t for g in groups for t in g.trajectories):
             ids = torch.tensor([t.prompt_ids + t.response_ids])
             lp = policy.forward_logprobs(ids, torch.arange(ids.shape[1])[None], torch.tensor([0, ids.shape[1]]))
-            t.rollout_logprobs = lp[0, len(t.prompt_ids) - 1:-1].float().cpu().tolist()
+            t.rollout_logprobs = lp[0, len(t.prompt_ids) - 1 : -1].float().cpu().tolist()
     return groups
 
 
 def save_random_model(config_json: Path | None, out: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(**json.loads(config_json.read_text())) if config_json else LlamaConfig(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, max_position_embeddings=8192, tie_word_embeddings=True, rms_norm_eps=1e-5)
+    cfg = (
+        LlamaConfig(**json.loads(config_json.read_text()))
+        if config_json
+        else LlamaConfig(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=8192,
+            tie_word_embeddings=True,
+            rms_norm_eps=1e-5,
+        )
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(out, safe_serialization=True)
     return out
@@ -49,21 +62,25 @@ def main() -> None:
     config_json = Path(sys.argv[2]) if len(sys.argv) > 2 else None
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    from transformers import AutoModelForCausalLM
+
     from slime_rl.config import RunConfig
     from slime_rl.trainer import megatron_shim
     from slime_rl.trainer.parallel import init_parallel
     from slime_rl.trainer.policy import MegatronPolicy
     from slime_rl.trainer.train_step import train_step
-    from transformers import AutoModelForCausalLM
 
-    report: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-                    "torch": torch.__version__}
+    report: dict = {
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+    }
     tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     model_dir = save_random_model(config_json, tmp / "model")
     report["shim_active"] = megatron_shim.activate()
     init_parallel()
-    cfg = RunConfig.model_validate({"model": {"path": str(model_dir)},
-                                    "trainer": {"micro_batch_tokens": 4096, "lr": 1e-5}})
+    cfg = RunConfig.model_validate(
+        {"model": {"path": str(model_dir)}, "trainer": {"micro_batch_tokens": 4096, "lr": 1e-5}}
+    )
     policy = MegatronPolicy.from_hf(model_dir, cfg.trainer)
     report["param_device"] = str(next(policy.module.parameters()).device)
 
@@ -82,8 +99,20 @@ def main() -> None:
     before = {k: v.clone() for k, v in policy.export_hf_state_dict().items()}
     m = train_step(policy, on_policy_groups(policy), 0, cfg).update.model_dump()
     after = policy.export_hf_state_dict()
-    report["train_step"] = {k: m[k] for k in ("loss", "grad_norm", "tokens", "step_time_s", "tokens_per_s",
-                                              "padding_waste", "masked_frac", "logp_diff_mean") if k in m}
+    report["train_step"] = {
+        k: m[k]
+        for k in (
+            "loss",
+            "grad_norm",
+            "tokens",
+            "step_time_s",
+            "tokens_per_s",
+            "padding_waste",
+            "masked_frac",
+            "logp_diff_mean",
+        )
+        if k in m
+    }
     report["weights_moved"] = sum(int(not torch.equal(before[k], after[k])) for k in before)
     report["export_tensors"] = len(after)
 

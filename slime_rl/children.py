@@ -8,6 +8,7 @@ its queue peer gone, blocks forever too). Linux's parent-death signal ends the w
 The launcher's own children (the embedded redis-server, the CPU engines) are started with `spawn`: they get the
 same signal, so they cannot outlive the launcher however it ends, SIGKILL included (no handler of ours runs then).
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,5 +1,6 @@
 """The dashboard's control actions, acted on by the async loop: pause and resume the rollout workers, checkpoint.
 Actions arrive on the run's control stream (the dashboard checks the token before writing one)."""
+
 from __future__ import annotations
 
 import ray

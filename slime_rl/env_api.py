@@ -32,6 +32,7 @@ Also honoured: `env.reward_fn` (dotted path to `fn(sample, response_text) -> flo
 environment's final reward; a dataset row may carry `max_new_tokens` to lower the per-turn budget for itself.
 See examples/template_env.py for a commented template of both kinds and of a factory.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -160,8 +161,7 @@ def check_kwargs(fn: Any, kwargs: dict[str, Any], field: str, skip: int = 0) -> 
         if key not in named:
             close = difflib.get_close_matches(key, named, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise EnvError(f"{field}: unknown key {key!r} for {what} (it takes: {', '.join(named) or 'nothing'})"
-                           f"{hint}")
+            raise EnvError(f"{field}: unknown key {key!r} for {what} (it takes: {', '.join(named) or 'nothing'}){hint}")
     missing = [p.name for p in params if p.name in named and p.default is p.empty and p.name not in kwargs]
     if missing:
         raise EnvError(f"{field}: {what} needs {', '.join(map(repr, missing))}")
@@ -229,8 +229,10 @@ def load_env_class(name: str) -> EnvPlugin:
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     obj = eps[name].load() if name in eps else resolve_dotted(name)
     if not (isinstance(obj, type) and issubclass(obj, (Env, EnvFactory))):
-        raise EnvError(f"{name!r} resolves to {obj!r}, which is not a subclass of slime_rl.env_api.Env "
-                       f"(or slime_rl.env_api.EnvFactory)")
+        raise EnvError(
+            f"{name!r} resolves to {obj!r}, which is not a subclass of slime_rl.env_api.Env "
+            f"(or slime_rl.env_api.EnvFactory)"
+        )
     return obj
 
 

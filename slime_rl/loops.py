@@ -2,12 +2,13 @@
 async: workers produce continuously (bounded by staleness tau) while the trainer steps;
 sync: generate a step's groups, wait, train, push, wait for the engines to hold the new weights.
 Both feed every batch to the progress watchdog, which stops a run that cannot make progress, naming the cause."""
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import ray
 
@@ -32,8 +33,10 @@ class LoopEvents:
 def push_weights(ctx: RunContext, wait: bool) -> PushReceipt:
     """The trainer publishes once to its relay and goes back to work (async: it hands a copy of the weights to its
     publishing thread and trains on); `wait` makes the push a barrier (sync mode)."""
-    receipt = ctx.call(ctx.trainer.publish_weights.remote(ctx.relay.publisher(), background=not wait),
-                   "the trainer's weight publication")
+    receipt = ctx.call(
+        ctx.trainer.publish_weights.remote(ctx.relay.publisher(), background=not wait),
+        "the trainer's weight publication",
+    )
     if wait:
         receipt.propagation_s = ctx.relay.wait_for_version(receipt.version, timeout=ctx.cfg.watchdog.call_timeout_s)
     return receipt
@@ -86,8 +89,9 @@ def sync_loop(ctx: RunContext, events: LoopEvents) -> list[TrainStepResult]:
     return history
 
 
-def _trained(ctx: RunContext, result: TrainStepResult, watchdog: ProgressWatchdog, events: LoopEvents,
-             paused: bool) -> bool:
+def _trained(
+    ctx: RunContext, result: TrainStepResult, watchdog: ProgressWatchdog, events: LoopEvents, paused: bool
+) -> bool:
     """Feed what a train step call brought to the watchdog; True when the trainer took an optimizer step."""
     if result.state is StepState.NO_DATA_YET:  # a step's groups are not all in yet (the trainer holds what came)
         watchdog.on_wait(paused, lambda: describe_rollout(ctx))
@@ -106,9 +110,12 @@ def describe_rollout(ctx: RunContext) -> str:
         return f"The rollout workers did not answer within 10 s ({type(exc).__name__})."
     started, pushed = sum(s["started"] for s in stats), sum(s["pushed"] for s in stats)
     in_flight = sum(s["groups_in_flight"] for s in stats)
-    text = (f"Rollout workers: {started} groups started, {pushed} pushed, {in_flight} in flight, "
-            f"{sum(s['at_capacity'] for s in stats)}/{len(stats)} waiting at their staleness capacity (a worker "
-            f"starts new groups only as the policy version advances: loss.staleness_tau={ctx.cfg.loss.staleness_tau}).")
+    text = (
+        f"Rollout workers: {started} groups started, {pushed} pushed, {in_flight} in flight, "
+        f"{sum(s['at_capacity'] for s in stats)}/{len(stats)} waiting at their staleness capacity (a worker "
+        "starts new groups only as the policy version advances: "
+        f"rollout.staleness_tau={ctx.cfg.rollout.staleness_tau})."
+    )
     failures: dict[str, int] = {}
     for s in stats:
         for reason, n in s["failure_reasons"].items():

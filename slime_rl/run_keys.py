@@ -4,6 +4,7 @@ All names share the prefix `slime:{<run id>}:`, so runs with different ids never
 share one Redis. The braces are a Redis Cluster hash tag: all keys of a run map to one slot, which the buffer's
 multi-key transactions and Lua script need there.
 """
+
 from __future__ import annotations
 
 import re
@@ -90,6 +91,15 @@ class RunKeys:
 
     def all(self) -> dict[str, str]:
         """Every key of the run by role (for cleanup and for tests)."""
-        roles = ("trajectories", "dead_letters", "counters", "trained", "prompt_progress", "policy_version",
-                 "metrics", "control", "weights")
+        roles = (
+            "trajectories",
+            "dead_letters",
+            "counters",
+            "trained",
+            "prompt_progress",
+            "policy_version",
+            "metrics",
+            "control",
+            "weights",
+        )
         return {role: getattr(self, role) for role in roles}

@@ -12,12 +12,14 @@ under newer weights carries several versions; its oldest decides). With bound ta
 - resumption (partial rollouts): an aborted group whose oldest token is more than tau behind is dropped, not resumed;
 - the trainer's filter: a trajectory more than tau behind is not trained (trainer/staleness.py applies it per group).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import redis
 
+from .config import RunConfig
 from .run_keys import RunKeys
 
 
@@ -26,6 +28,14 @@ class StalenessRule:
     tau: int
     groups_per_step: int
     num_workers: int = 1
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> StalenessRule:
+        return cls(
+            tau=cfg.rollout.staleness_tau,
+            groups_per_step=cfg.rollout.groups_per_step,
+            num_workers=cfg.rollout.num_workers,
+        )
 
     def __post_init__(self) -> None:
         if self.tau < 0:

@@ -6,6 +6,7 @@ blocked (ray.get polls for signals; sleeps, waits and sockets are interrupted). 
 stuck component, so it has a deadline: after `grace` seconds, or on a second signal, the process exits at once, and
 what it started dies with it (parent-death signal, `reaper`).
 """
+
 from __future__ import annotations
 
 import os

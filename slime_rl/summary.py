@@ -1,4 +1,5 @@
 """The end-of-run summary: what a user checks first (did reward move, how fast, how stale)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -8,9 +9,17 @@ from .config import RunConfig
 from .results import EvalResult, TrainStepResult
 
 
-def summarize(cfg: RunConfig, history: list[TrainStepResult], before: EvalResult, after: EvalResult,
-              rollout: dict[str, Any], wall_s: float, restarts: dict[str, int], buffer: dict[str, int],
-              engine_versions: dict[str, int]) -> dict[str, Any]:
+def summarize(
+    cfg: RunConfig,
+    history: list[TrainStepResult],
+    before: EvalResult,
+    after: EvalResult,
+    rollout: dict[str, Any],
+    wall_s: float,
+    restarts: dict[str, int],
+    buffer: dict[str, int],
+    engine_versions: dict[str, int],
+) -> dict[str, Any]:
     """`history`: the trained steps. The summary is what summary.json holds."""
     lags = staleness_hist(history)
     updates = [r.update for r in history if r.update is not None]

@@ -5,6 +5,7 @@ Token-in-token-out: response_ids are exactly what the engine produced plus envir
 On the wire a trajectory group is msgpack with the per-token arrays packed as little-endian binary
 (int32 ids/versions, float32 logprobs, uint8 mask): a 2,000-token trajectory is ~18 KB, not ~60 KB of JSON.
 """
+
 from __future__ import annotations
 
 import time
@@ -127,8 +128,13 @@ class Trajectory(BaseModel):
         return cls.model_construct(**values)
 
 
-ARRAY_FIELDS = {"prompt_ids": "<i4", "response_ids": "<i4", "loss_mask": "u1", "rollout_logprobs": "<f4",
-                "versions": "<i4"}
+ARRAY_FIELDS = {
+    "prompt_ids": "<i4",
+    "response_ids": "<i4",
+    "loss_mask": "u1",
+    "rollout_logprobs": "<f4",
+    "versions": "<i4",
+}
 
 
 def check_token_arrays(prompt_ids, response_ids, loss_mask, rollout_logprobs, versions) -> None:
@@ -148,8 +154,10 @@ def check_token_arrays(prompt_ids, response_ids, loss_mask, rollout_logprobs, ve
 
 # the scalar fields of Trajectory, validated on their own when decoding from the wire
 _Header = create_model(
-    "TrajectoryHeader", __config__=ConfigDict(extra="forbid"),
-    **{name: (f.annotation, f) for name, f in Trajectory.model_fields.items() if name not in ARRAY_FIELDS})
+    "TrajectoryHeader",
+    __config__=ConfigDict(extra="forbid"),
+    **{name: (f.annotation, f) for name, f in Trajectory.model_fields.items() if name not in ARRAY_FIELDS},
+)
 
 
 class TrajectoryGroup(BaseModel):
@@ -177,13 +185,16 @@ class TrajectoryGroup(BaseModel):
         return self
 
     def to_bytes(self) -> bytes:
-        return msgpack.packb({
-            "v": WIRE_VERSION,
-            "group_id": self.group_id,
-            "prompt_index": self.prompt_index,
-            "created_at": self.created_at,
-            "trajectories": [t.to_wire() for t in self.trajectories],
-        }, use_bin_type=True)
+        return msgpack.packb(
+            {
+                "v": WIRE_VERSION,
+                "group_id": self.group_id,
+                "prompt_index": self.prompt_index,
+                "created_at": self.created_at,
+                "trajectories": [t.to_wire() for t in self.trajectories],
+            },
+            use_bin_type=True,
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes, max_bytes: int | None = None) -> TrajectoryGroup:
@@ -218,5 +229,6 @@ class TrajectoryGroup(BaseModel):
         if not isinstance(prompt_index, int) or not isinstance(created_at, (int, float)):
             raise TrajectoryError("group.prompt_index/created_at: wrong type")
         # members were validated one by one above; re-validating them would redo the array checks
-        return cls.model_construct(group_id=gid, prompt_index=prompt_index, created_at=float(created_at),
-                                   trajectories=parsed)
+        return cls.model_construct(
+            group_id=gid, prompt_index=prompt_index, created_at=float(created_at), trajectories=parsed
+        )

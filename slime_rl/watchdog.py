@@ -10,11 +10,12 @@ Two ways a run stops progressing:
 Groups a filter drops on purpose (staleness, zero reward variance) are trainable groups, so a converged run whose
 groups are all filtered does not trip it.
 """
+
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from .config import WatchdogConfig
 from .results import BatchStats
@@ -52,12 +53,16 @@ class ProgressWatchdog:
         self._streak_samples += batch.samples
         limit = self.cfg.max_untrainable_batches
         if self.untrainable_streak >= limit:
-            raise RunStalled(f"the run cannot make progress: {self.untrainable_streak} batches in a row held no "
-                             f"trainable group (watchdog.max_untrainable_batches={limit}); "
-                             f"{describe_failures(self._streak_failures, self._streak_samples)}")
-        return (f"batch of {batch.groups} groups held no trainable group "
-                f"({self.untrainable_streak}/{limit} before the run stops); "
-                f"{describe_failures(batch.failure_reasons, batch.samples)}")
+            raise RunStalled(
+                f"the run cannot make progress: {self.untrainable_streak} batches in a row held no "
+                f"trainable group (watchdog.max_untrainable_batches={limit}); "
+                f"{describe_failures(self._streak_failures, self._streak_samples)}"
+            )
+        return (
+            f"batch of {batch.groups} groups held no trainable group "
+            f"({self.untrainable_streak}/{limit} before the run stops); "
+            f"{describe_failures(batch.failure_reasons, batch.samples)}"
+        )
 
     def on_wait(self, paused: bool, describe_rollout: Callable[[], str]) -> None:
         """A wait for data came back empty. Raises RunStalled once nothing has arrived for `max_silence_s`
@@ -71,7 +76,11 @@ class ProgressWatchdog:
             return
         streak = ""
         if self.untrainable_streak:
-            streak = (f" The last {self.untrainable_streak} batches held no trainable group: "
-                      f"{describe_failures(self._streak_failures, self._streak_samples)}.")
-        raise RunStalled(f"the run cannot make progress: no trajectory reached the trainer for {silent:.0f} s "
-                         f"(watchdog.max_silence_s={self.cfg.max_silence_s:g}). {describe_rollout()}{streak}")
+            streak = (
+                f" The last {self.untrainable_streak} batches held no trainable group: "
+                f"{describe_failures(self._streak_failures, self._streak_samples)}."
+            )
+        raise RunStalled(
+            f"the run cannot make progress: no trajectory reached the trainer for {silent:.0f} s "
+            f"(watchdog.max_silence_s={self.cfg.max_silence_s:g}). {describe_rollout()}{streak}"
+        )

@@ -1,4 +1,5 @@
 """Shared fixtures: a real redis-server per test, the real model folder, a tiny random Llama, a local Ray."""
+
 from __future__ import annotations
 
 import os
@@ -43,10 +44,21 @@ def tiny_model_path(tmp_path_factory, real_model_path) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(real_model_path)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
-                         rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(torch.float32)
     model.save_pretrained(out, safe_serialization=True)
@@ -65,8 +77,14 @@ def ray_local():
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 _temp_dir=temp_dir, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+        ray.init(
+            address="local",
+            num_cpus=4,
+            include_dashboard=False,
+            log_to_driver=False,
+            _temp_dir=temp_dir,
+            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
+        )
     yield ray
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)

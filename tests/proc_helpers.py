@@ -1,5 +1,6 @@
 """/proc readings for tests that kill processes (imported by tests in several folders; tests/ is on sys.path as
 the folder of the root conftest)."""
+
 from __future__ import annotations
 
 from pathlib import Path

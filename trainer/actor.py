@@ -8,6 +8,7 @@ entries (same consumer name): every trajectory ends up in the weights exactly on
 entries are acknowledged right after each optimizer step. Entries whose groups the staleness filter dropped are
 acknowledged with the rest: they were consumed, not lost.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ from slime_rl.metrics import MetricsSink
 from slime_rl.net import free_port, write_pid
 from slime_rl.results import PushReceipt, StepState, TrainStepResult
 from slime_rl.run_keys import RunKeys
+from slime_rl.staleness import PolicyVersion
 
 from .checkpoint import latest_checkpoint
 from .parallel import init_parallel
@@ -33,8 +35,7 @@ from .train_step import train_step
 
 
 class TrainerCore:
-    def __init__(self, cfg: RunConfig, redis_url: str, run_dir: str, consumer: str = "trainer-0",
-                 resume: bool = False):
+    def __init__(self, cfg: RunConfig, redis_url: str, run_dir: str, consumer: str = "trainer-0", resume: bool = False):
         from .policy import MegatronPolicy
 
         self.cfg, self.run_dir, self.consumer = cfg, Path(run_dir), consumer
@@ -45,8 +46,10 @@ class TrainerCore:
         torch.manual_seed(cfg.trainer.seed)
         p = cfg.trainer.parallel
         if p.tensor * p.pipeline * p.data != 1:
-            raise ValueError("TrainerCore runs one process: trainer.parallel must be 1 x 1 x 1 (multi-rank training "
-                             "goes through trainer.parallel.init_parallel in each rank)")
+            raise ValueError(
+                "TrainerCore runs one process: trainer.parallel must be 1 x 1 x 1 (multi-rank training "
+                "goes through trainer.parallel.init_parallel in each rank)"
+            )
         # a port of our own: MASTER_PORT inherited from a parent process may be that process's (taken) store
         init_parallel(seed=cfg.trainer.seed, master_port=free_port())
         dtype = getattr(torch, cfg.model.dtype)
@@ -68,7 +71,8 @@ class TrainerCore:
             self._step, self._version = meta["step"], meta["version"]
             extra = meta.get("extra", {})
             self.buffer.ack_ids(extra.get("entry_ids", []), extra.get("trajectory_ids", []))
-        self.buffer.set_policy_version(self._version)
+        self.policy_version = PolicyVersion(self.buffer.r, keys)  # this trainer is its one writer
+        self.policy_version.set(self._version)
 
     def step(self) -> int:
         return self._step
@@ -108,21 +112,28 @@ class TrainerCore:
             self._commit()
         elif trained and self._step % every == 0:
             checkpoint = self.save_checkpoint()
-        self.buffer.set_policy_version(self._version)
+        self.policy_version.set(self._version)
         kept = set(report.kept_ids)
         result = TrainStepResult(
-            state=StepState.TRAINED if trained else StepState.NOTHING_TRAINABLE, step=self._step,
-            version=self._version, batch=report.batch, update=report.update, checkpoint=checkpoint,
+            state=StepState.TRAINED if trained else StepState.NOTHING_TRAINABLE,
+            step=self._step,
+            version=self._version,
+            batch=report.batch,
+            update=report.update,
+            checkpoint=checkpoint,
             trained_ids=[t.id for g in groups for t in g.trajectories if t.id in kept],
-            dropped_ids=[t.id for g in groups for t in g.trajectories if t.id not in kept])
+            dropped_ids=[t.id for g in groups for t in g.trajectories if t.id not in kept],
+        )
         self.metrics.log("trainer", result.record(), step=self._step)
         self.metrics.log("buffer", vars(self.buffer.stats()), step=self._step)
         return result
 
     def save_checkpoint(self) -> str:
         """Checkpoint, then commit everything the checkpoint contains."""
-        extra = {"entry_ids": [e.entry_id for e in self.uncommitted],
-                 "trajectory_ids": [t.id for e in self.uncommitted for t in e.group.trajectories]}
+        extra = {
+            "entry_ids": [e.entry_id for e in self.uncommitted],
+            "trajectory_ids": [t.id for e in self.uncommitted for t in e.group.trajectories],
+        }
         path = self.policy.save_checkpoint(self.ckpt_root, self._step, self._version, extra)
         self._commit()
         return str(path)
@@ -132,9 +143,14 @@ class TrainerCore:
             return
         self.buffer.ack(self.uncommitted)
         # prompts: the dataset row of each consumed group, in the order the trainer read them
-        line = json.dumps({"step": self._step, "version": self._version,
-                           "ids": [t.id for e in self.uncommitted for t in e.group.trajectories],
-                           "prompts": [e.group.prompt_index for e in self.uncommitted]})
+        line = json.dumps(
+            {
+                "step": self._step,
+                "version": self._version,
+                "ids": [t.id for e in self.uncommitted for t in e.group.trajectories],
+                "prompts": [e.group.prompt_index for e in self.uncommitted],
+            }
+        )
         with open(self.audit, "a") as f:  # what the committed weights consumed, for audits and tests
             f.write(line + "\n")
         self.uncommitted = []

@@ -7,6 +7,7 @@
 
 A value model (PPO/GAE) is not part of this trainer; the config only offers critic-free estimators.
 """
+
 from __future__ import annotations
 
 import numpy as np

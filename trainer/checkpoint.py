@@ -7,6 +7,7 @@ and an HF safetensors export that transformers (and the engines) load directly.
 
 All functions are collective: every trainer rank calls them; rank 0 does the file-system bookkeeping.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,16 +92,18 @@ def load_checkpoint(policy, ckpt_dir: Path) -> dict[str, Any]:
     missing, unexpected = policy.module.load_state_dict(state["model"], strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if missing or unexpected:
-        raise ValueError(f"checkpoint {ckpt_dir} does not fit the model: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
+        raise ValueError(
+            f"checkpoint {ckpt_dir} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     _restore_zero_step(state["optimizer"])
     with torch.no_grad():  # the dp_reshardable loader copies into the fp32 main params without no_grad
         policy.optimizer.load_state_dict(state["optimizer"])
     _unshare_steps(policy.optimizer)
     rng_file = ckpt_dir / "rng" / f"rank_{_rank():05d}.pt"
     if not rng_file.exists():
-        raise FileNotFoundError(f"checkpoint {ckpt_dir} has no RNG state for rank {_rank()} (saved with another "
-                                "world size?)")
+        raise FileNotFoundError(
+            f"checkpoint {ckpt_dir} has no RNG state for rank {_rank()} (saved with another world size?)"
+        )
     _set_rng_state(torch.load(rng_file, weights_only=False))
     meta = json.loads((ckpt_dir / "meta.json").read_text())
     barrier()
@@ -116,8 +119,10 @@ _METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 def _sharded_state_dict(policy, is_loading: bool) -> dict:
     _prime_optimizer_state(policy.optimizer)  # the distributed optimizer's state_dict() needs a step, even fresh
     model_sd = policy.module.sharded_state_dict(metadata=_METADATA)
-    return {"model": model_sd, "optimizer": policy.optimizer.sharded_state_dict(model_sd, is_loading=is_loading,
-                                                                                metadata=_METADATA)}
+    return {
+        "model": model_sd,
+        "optimizer": policy.optimizer.sharded_state_dict(model_sd, is_loading=is_loading, metadata=_METADATA),
+    }
 
 
 def _prime_optimizer_state(optimizer) -> None:
@@ -164,8 +169,12 @@ def _restore_zero_step(sd) -> None:
 def _rng_state() -> dict[str, Any]:
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             "tracker": get_cuda_rng_tracker().get_states()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "tracker": get_cuda_rng_tracker().get_states(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state

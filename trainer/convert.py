@@ -4,6 +4,7 @@ Megatron fuses Q, K and V into `linear_qkv`, laid out per KV group: [q heads of 
 k1, v1, ...], and gate/up into `linear_fc1` = [gate; up]. Tensor parallelism splits linear_qkv by KV groups, gate and
 up each by rows, linear_proj/linear_fc2 by columns, embeddings and the output layer by vocabulary rows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,13 +25,20 @@ class LlamaShape:
     @classmethod
     def from_hf_config(cls, c) -> LlamaShape:
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        return cls(c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads or c.num_attention_heads,
-                   head_dim, bool(getattr(c, "tie_word_embeddings", False)))
+        return cls(
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_key_value_heads or c.num_attention_heads,
+            head_dim,
+            bool(getattr(c, "tie_word_embeddings", False)),
+        )
 
 
 def hf_to_megatron(hf: dict[str, Tensor], s: LlamaShape) -> dict[str, Tensor]:
-    out = {"embedding.word_embeddings.weight": hf["model.embed_tokens.weight"],
-           "decoder.final_layernorm.weight": hf["model.norm.weight"]}
+    out = {
+        "embedding.word_embeddings.weight": hf["model.embed_tokens.weight"],
+        "decoder.final_layernorm.weight": hf["model.norm.weight"],
+    }
     if not s.tied:
         out["output_layer.weight"] = hf["lm_head.weight"]
     per_group = s.num_heads // s.num_kv_heads
@@ -49,8 +57,10 @@ def hf_to_megatron(hf: dict[str, Tensor], s: LlamaShape) -> dict[str, Tensor]:
 
 
 def megatron_to_hf(mg: dict[str, Tensor], s: LlamaShape) -> dict[str, Tensor]:
-    out = {"model.embed_tokens.weight": mg["embedding.word_embeddings.weight"],
-           "model.norm.weight": mg["decoder.final_layernorm.weight"]}
+    out = {
+        "model.embed_tokens.weight": mg["embedding.word_embeddings.weight"],
+        "model.norm.weight": mg["decoder.final_layernorm.weight"],
+    }
     if not s.tied:
         out["lm_head.weight"] = mg["output_layer.weight"]
     per_group = s.num_heads // s.num_kv_heads

@@ -17,6 +17,7 @@ ppo(x, A) = min(x * A, clip(x, 1 - clip_low, 1 + clip_high) * A).
 -sum(objective) / normalizer, where the normalizer is the number of loss tokens of the whole optimizer step (so
 micro-batches add up to one token mean); metrics are means over this call's tokens.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -99,9 +100,15 @@ def policy_loss(x: LossInputs, cfg: LossConfig) -> tuple[torch.Tensor, dict[str,
         kl_tok = torch.exp(log_ratio) - log_ratio - 1
         loss = loss + cfg.kl_coef * kl_tok.sum() / norm
         kl = _mean(kl_tok.detach())
-    metrics = {"masked_frac": _mean(masked), "clip_frac": _mean(high | low), "clip_frac_high": _mean(high),
-               "clip_frac_low": _mean(low), "is_weight_mean": _mean(weight), "logp_diff_mean": _mean(log_r.abs()),
-               "kl": kl}
+    metrics = {
+        "masked_frac": _mean(masked),
+        "clip_frac": _mean(high | low),
+        "clip_frac_high": _mean(high),
+        "clip_frac_low": _mean(low),
+        "is_weight_mean": _mean(weight),
+        "logp_diff_mean": _mean(log_r.abs()),
+        "kl": kl,
+    }
     return loss, metrics
 
 

@@ -1,5 +1,6 @@
 """A Megatron-core GPTModel (local layer spec) configured like a Hugging Face Llama: RMSNorm, SwiGLU, RoPE with the
 HF rope_theta, GQA, tied or untied embeddings, no biases. Needs the parallel state (trainer.parallel) first."""
+
 from __future__ import annotations
 
 import torch
@@ -33,15 +34,31 @@ def transformer_config(hf_cfg, dtype: torch.dtype):
 
     shape = LlamaShape.from_hf_config(hf_cfg)
     return TransformerConfig(
-        num_layers=shape.num_layers, hidden_size=hf_cfg.hidden_size, ffn_hidden_size=hf_cfg.intermediate_size,
-        num_attention_heads=shape.num_heads, num_query_groups=shape.num_kv_heads, kv_channels=shape.head_dim,
-        normalization="RMSNorm", layernorm_epsilon=hf_cfg.rms_norm_eps, gated_linear_unit=True,
-        activation_func=F.silu, add_bias_linear=False, add_qkv_bias=False, attention_dropout=0.0, hidden_dropout=0.0,
-        params_dtype=dtype, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, pipeline_dtype=dtype,
+        num_layers=shape.num_layers,
+        hidden_size=hf_cfg.hidden_size,
+        ffn_hidden_size=hf_cfg.intermediate_size,
+        num_attention_heads=shape.num_heads,
+        num_query_groups=shape.num_kv_heads,
+        kv_channels=shape.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=hf_cfg.rms_norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
+        params_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        pipeline_dtype=dtype,
         use_cpu_initialization=not torch.cuda.is_available(),
         # the fused kernels need apex / TransformerEngine / CUDA
-        bias_dropout_fusion=False, apply_rope_fusion=False, masked_softmax_fusion=False,
-        gradient_accumulation_fusion=False, persist_layer_norm=False,
+        bias_dropout_fusion=False,
+        apply_rope_fusion=False,
+        masked_softmax_fusion=False,
+        gradient_accumulation_fusion=False,
+        persist_layer_norm=False,
         tensor_model_parallel_size=parallel_state.get_tensor_model_parallel_world_size(),
         pipeline_model_parallel_size=parallel_state.get_pipeline_model_parallel_world_size(),
         # packed micro-batches differ in length: pipeline stages exchange shapes before activations
@@ -64,17 +81,23 @@ def build_gpt_model(hf_cfg, dtype: torch.dtype = torch.float32):
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
     if hf_cfg.vocab_size % tp or shape.num_kv_heads % tp or hf_cfg.intermediate_size % tp:
-        raise ValueError(f"model config: vocab_size {hf_cfg.vocab_size}, num_key_value_heads {shape.num_kv_heads} "
-                         f"and intermediate_size {hf_cfg.intermediate_size} must divide by tensor parallel {tp}")
+        raise ValueError(
+            f"model config: vocab_size {hf_cfg.vocab_size}, num_key_value_heads {shape.num_kv_heads} "
+            f"and intermediate_size {hf_cfg.intermediate_size} must divide by tensor parallel {tp}"
+        )
     if shape.num_layers % pp:
         raise ValueError(f"model config: {shape.num_layers} layers do not split into {pp} pipeline stages")
-    model = GPTModel(config=transformer_config(hf_cfg, dtype),
-                     transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
-                     vocab_size=hf_cfg.vocab_size, max_sequence_length=hf_cfg.max_position_embeddings,
-                     pre_process=parallel_state.is_pipeline_first_stage(),
-                     post_process=parallel_state.is_pipeline_last_stage(),
-                     share_embeddings_and_output_weights=shape.tied,
-                     position_embedding_type="mrope", rotary_base=rope_theta(hf_cfg))
+    model = GPTModel(
+        config=transformer_config(hf_cfg, dtype),
+        transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
+        vocab_size=hf_cfg.vocab_size,
+        max_sequence_length=hf_cfg.max_position_embeddings,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+        share_embeddings_and_output_weights=shape.tied,
+        position_embedding_type="mrope",
+        rotary_base=rope_theta(hf_cfg),
+    )
     if dtype != torch.float32:  # the torch RMSNorm fallback ignores params_dtype; keep every weight in one dtype
         model = model.to(dtype)
     return model.to(torch.cuda.current_device()) if torch.cuda.is_available() else model
@@ -100,8 +123,10 @@ def packed_causal_mask(cu_seqlens: torch.Tensor, total: int, prefix_of: torch.Te
     if prefix_of is not None:
         prefix_of = prefix_of.to(cu_seqlens.device)
         if len(prefix_of) != len(lengths) or (prefix_of >= torch.arange(len(lengths), device=prefix_of.device)).any():
-            raise ValueError(f"prefix_of must name an earlier segment (or -1) for each of the {len(lengths)} "
-                             f"segments, got {prefix_of.tolist()}")
+            raise ValueError(
+                f"prefix_of must name an earlier segment (or -1) for each of the {len(lengths)} "
+                f"segments, got {prefix_of.tolist()}"
+            )
         allowed |= prefix_of[seq_id][:, None] == seq_id[None, :]
     causal = torch.ones(total, total, dtype=torch.bool, device=cu_seqlens.device).tril()
     return ~(allowed & causal)[None, None]

@@ -29,6 +29,7 @@ Patched spots (why):
 
 Not covered (GPU-only): sequence parallel (needs TransformerEngine norms), fused kernels (apex/TE), CUDA graphs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,15 +40,39 @@ import torch
 
 _active = False
 _REAL_TYPE = torch.Tensor.type
-_FACTORIES = ("tensor", "as_tensor", "zeros", "ones", "empty", "full", "arange", "zeros_like", "ones_like",
-              "empty_like", "full_like", "rand", "randn", "randint", "empty_strided")
+_FACTORIES = (
+    "tensor",
+    "as_tensor",
+    "zeros",
+    "ones",
+    "empty",
+    "full",
+    "arange",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
+    "rand",
+    "randn",
+    "randint",
+    "empty_strided",
+)
 # megatron modules whose import must precede the sweep (everything the trainer touches)
-_MODULES = ("megatron.core.utils", "megatron.core.parallel_state", "megatron.core.tensor_parallel",
-            "megatron.core.models.gpt.gpt_model", "megatron.core.models.gpt.gpt_layer_specs",
-            "megatron.core.distributed", "megatron.core.optimizer", "megatron.core.pipeline_parallel.schedules",
-            "megatron.core.pipeline_parallel.p2p_communication", "megatron.core.dist_checkpointing",
-            "megatron.core.dist_checkpointing.serialization", "megatron.core.dist_checkpointing.strategies.torch",
-            "megatron.core.dist_checkpointing.strategies.fully_parallel")
+_MODULES = (
+    "megatron.core.utils",
+    "megatron.core.parallel_state",
+    "megatron.core.tensor_parallel",
+    "megatron.core.models.gpt.gpt_model",
+    "megatron.core.models.gpt.gpt_layer_specs",
+    "megatron.core.distributed",
+    "megatron.core.optimizer",
+    "megatron.core.pipeline_parallel.schedules",
+    "megatron.core.pipeline_parallel.p2p_communication",
+    "megatron.core.dist_checkpointing",
+    "megatron.core.dist_checkpointing.serialization",
+    "megatron.core.dist_checkpointing.strategies.torch",
+    "megatron.core.dist_checkpointing.strategies.fully_parallel",
+)
 
 
 def _is_cuda(device) -> bool:

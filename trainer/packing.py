@@ -17,6 +17,7 @@ A shared group is one large unit, which can leave the bins uneven. The packer th
 two (each half repeats the prompt), one split at a time, and keeps the layout whose padded size (micro-batches x
 longest) is smallest: a split is kept only when the padding it removes outweighs the prompt tokens it adds.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -47,6 +48,7 @@ class PackedBatch:
 @dataclass
 class _Unit:
     """Trajectories that go into a row together: one alone, or several sharing `prefix` (prompt minus last token)."""
+
     items: list[int]
     prefix: list[int]
     num_tokens: int
@@ -88,8 +90,9 @@ def balanced_bins(lengths: list[int], budget: int) -> list[list[int]]:
 def pack(trajs: list[Trajectory], budget: int, share_prefix: bool = False) -> list[PackedBatch]:
     if budget < 1:
         raise ValueError(f"trainer.micro_batch_tokens must be positive, got {budget}")
-    units = _shared_units(trajs, budget) if share_prefix else [
-        _Unit([i], [], t.num_tokens) for i, t in enumerate(trajs)]
+    units = (
+        _shared_units(trajs, budget) if share_prefix else [_Unit([i], [], t.num_tokens) for i, t in enumerate(trajs)]
+    )
     layout = _rebalanced(trajs, units, budget) if share_prefix else _layout(units, budget)
     return [_build(trajs, b) for b in layout]
 
@@ -112,8 +115,10 @@ def _rebalanced(trajs: list[Trajectory], units: list[_Unit], budget: int) -> lis
     layout seen (a bounded number of splits: each one adds a prompt's tokens)."""
     best = _layout(units, budget)
     for _ in range(_MAX_SPLITS):
-        trials = [(_layout(split, budget), split) for split in (
-            [v for v in units if v is not u] + _halves(trajs, u) for u in units if len(u.items) > 1)]
+        trials = [
+            (_layout(split, budget), split)
+            for split in ([v for v in units if v is not u] + _halves(trajs, u) for u in units if len(u.items) > 1)
+        ]
         if not trials:
             break
         layout, units = min(trials, key=lambda t: _padded_size(t[0]))
@@ -192,8 +197,14 @@ def _build(trajs: list[Trajectory], units: list[_Unit]) -> PackedBatch:
     cu = torch.zeros(len(seg_lens) + 1, dtype=torch.long)
     cu[1:] = torch.tensor(seg_lens, dtype=torch.long).cumsum(0)
     shared = torch.tensor(prefix_of, dtype=torch.long) if any(x >= 0 for x in prefix_of) else None
-    return PackedBatch(torch.tensor(tokens, dtype=torch.long)[None], torch.tensor(positions, dtype=torch.long)[None],
-                       cu, items, starts, shared)
+    return PackedBatch(
+        torch.tensor(tokens, dtype=torch.long)[None],
+        torch.tensor(positions, dtype=torch.long)[None],
+        cu,
+        items,
+        starts,
+        shared,
+    )
 
 
 def padding_waste(batches: list[PackedBatch]) -> float:

@@ -6,6 +6,7 @@ Several processes (torch.multiprocessing, Ray actors, torchrun): every rank call
 addr/port (rank 0's host and a port free there, chosen once by whoever launches the ranks). Under torchrun the
 RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT environment variables are used when the arguments are omitted.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -17,9 +18,18 @@ import torch.distributed as dist
 from . import megatron_shim
 
 
-def init_parallel(tp: int = 1, pp: int = 1, dp: int | None = None, *, rank: int | None = None,
-                  world_size: int | None = None, master_addr: str | None = None, master_port: int | None = None,
-                  seed: int = 1234, timeout_s: float = 600.0) -> None:
+def init_parallel(
+    tp: int = 1,
+    pp: int = 1,
+    dp: int | None = None,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+    seed: int = 1234,
+    timeout_s: float = 600.0,
+) -> None:
     """Initialise the process group and megatron's TP/PP/DP groups. DP defaults to world_size / (tp * pp).
     Idempotent: a second call with the same layout is a no-op (the seed is re-applied)."""
     megatron_shim.activate()
@@ -31,14 +41,16 @@ def init_parallel(tp: int = 1, pp: int = 1, dp: int | None = None, *, rank: int 
         world_size = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else tp * pp * (dp or 1)
     dp = world_size // (tp * pp) if dp is None else dp
     if tp < 1 or pp < 1 or dp < 1 or tp * pp * dp != world_size:
-        raise ValueError(f"trainer.parallel: tensor={tp} * pipeline={pp} * data={dp} must equal the world size "
-                         f"{world_size}")
+        raise ValueError(
+            f"trainer.parallel: tensor={tp} * pipeline={pp} * data={dp} must equal the world size {world_size}"
+        )
     if not 0 <= rank < world_size:
         raise ValueError(f"trainer.parallel: rank {rank} is outside world size {world_size}")
     if not dist.is_initialized():
         if master_port is None and world_size > 1 and "MASTER_PORT" not in os.environ:
-            raise ValueError("trainer.parallel: several ranks need one shared master_port (pick it once, pass it "
-                             "to every rank)")
+            raise ValueError(
+                "trainer.parallel: several ranks need one shared master_port (pick it once, pass it to every rank)"
+            )
         if master_port is None and "MASTER_PORT" not in os.environ:
             from slime_rl.net import free_port
 
@@ -49,14 +61,19 @@ def init_parallel(tp: int = 1, pp: int = 1, dp: int | None = None, *, rank: int 
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(rank % torch.cuda.device_count())
-        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            "nccl" if cuda else "gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s)
+        )
     elif dist.get_world_size() != world_size:
-        raise ValueError(f"trainer.parallel: torch.distributed already runs with world size "
-                         f"{dist.get_world_size()}, asked for {world_size}")
+        raise ValueError(
+            f"trainer.parallel: torch.distributed already runs with world size "
+            f"{dist.get_world_size()}, asked for {world_size}"
+        )
     if parallel_state.model_parallel_is_initialized():
-        have = (parallel_state.get_tensor_model_parallel_world_size(),
-                parallel_state.get_pipeline_model_parallel_world_size())
+        have = (
+            parallel_state.get_tensor_model_parallel_world_size(),
+            parallel_state.get_pipeline_model_parallel_world_size(),
+        )
         if have != (tp, pp):
             raise ValueError(f"trainer.parallel: already initialised with (tensor, pipeline)={have}, asked {(tp, pp)}")
     else:

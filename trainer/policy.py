@@ -3,6 +3,7 @@ wrapped in Megatron DDP with a Megatron optimizer (optionally the distributed op
 names for the relay, and checkpointed with Megatron distributed checkpoints.
 
 Call trainer.parallel.init_parallel(...) first, in every rank."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ class MegatronPolicy:
         self.shape = LlamaShape.from_hf_config(hf_cfg)
 
     @classmethod
-    def from_hf(cls, hf_path: str | Path, trainer_cfg: TrainerConfig,
-                dtype: torch.dtype = torch.float32) -> MegatronPolicy:
+    def from_hf(
+        cls, hf_path: str | Path, trainer_cfg: TrainerConfig, dtype: torch.dtype = torch.float32
+    ) -> MegatronPolicy:
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
         from transformers import AutoConfig
 
@@ -49,27 +51,37 @@ class MegatronPolicy:
         module = build_gpt_model(hf_cfg, dtype)
         shape = LlamaShape.from_hf_config(hf_cfg)
         full = hf_to_megatron(load_hf_weights(Path(hf_path)), shape)
-        stage = select_stage(full, shape, ps.get_pipeline_model_parallel_world_size(),
-                             ps.get_pipeline_model_parallel_rank())
-        shard = shard_for_rank(stage, ps.get_tensor_model_parallel_world_size(),
-                               ps.get_tensor_model_parallel_rank())
+        stage = select_stage(
+            full, shape, ps.get_pipeline_model_parallel_world_size(), ps.get_pipeline_model_parallel_rank()
+        )
+        shard = shard_for_rank(stage, ps.get_tensor_model_parallel_world_size(), ps.get_tensor_model_parallel_rank())
         _load_strict(module, {k: v.to(dtype) for k, v in shard.items()}, f"weights in {hf_path}")
         ddp = DistributedDataParallel(
-            module.config, DistributedDataParallelConfig(
-                use_distributed_optimizer=trainer_cfg.use_distributed_optimizer, grad_reduce_in_fp32=True),
-            module)
+            module.config,
+            DistributedDataParallelConfig(
+                use_distributed_optimizer=trainer_cfg.use_distributed_optimizer, grad_reduce_in_fp32=True
+            ),
+            module,
+        )
         return cls(module, ddp, build_optimizer(ddp, trainer_cfg, dtype), hf_cfg, trainer_cfg)
 
     # --- compute -------------------------------------------------------------------------------------
-    def forward_logprobs(self, tokens: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
-                         prefix_of: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_logprobs(
+        self,
+        tokens: torch.Tensor,
+        position_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        prefix_of: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Packed micro-batch [1, T] of n segments (cu_seqlens [n+1], position_ids each token's position in its
         sequence; prefix_of: the earlier segment each one continues, see packing) -> [1, T] with
         out[0, t] = log p(tokens[t+1] | what t attends to), 0 at each segment's last token. Differentiable;
         vocab-parallel under tensor parallelism. Pipeline parallel: use forward_backward."""
         if _ps().get_pipeline_model_parallel_world_size() > 1:
-            raise RuntimeError("forward_logprobs: with pipeline parallel > 1 the logits exist only on the last "
-                               "stage; use MegatronPolicy.forward_backward")
+            raise RuntimeError(
+                "forward_logprobs: with pipeline parallel > 1 the logits exist only on the last "
+                "stage; use MegatronPolicy.forward_backward"
+            )
         out, tokens, cu_seqlens = self._forward(self.model, tokens, position_ids, cu_seqlens, prefix_of)
         return _logprobs(out, tokens, cu_seqlens)
 
@@ -81,17 +93,23 @@ class MegatronPolicy:
         return model(tokens, rope_positions(position_ids), attention_mask=mask), tokens, cu_seqlens
 
     def _on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        device = self.module.embedding.word_embeddings.weight.device if self.module.pre_process else (
-            self.module.decoder.final_layernorm.weight.device)
+        device = (
+            self.module.embedding.word_embeddings.weight.device
+            if self.module.pre_process
+            else (self.module.decoder.final_layernorm.weight.device)
+        )
         return tuple(t.to(device) for t in tensors)
 
-    def forward_backward(self, batches: Sequence[tuple[torch.Tensor | None, ...]],
-                         loss_fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]],
-                         forward_only: bool = False) -> list[dict]:
+    def forward_backward(
+        self,
+        batches: Sequence[tuple[torch.Tensor | None, ...]],
+        loss_fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]],
+        forward_only: bool = False,
+    ) -> list[dict]:
         """Run megatron's schedule (pipelined when pipeline parallel > 1) over packed micro-batches
         (tokens, position_ids, cu_seqlens[, prefix_of]). `loss_fn(logprobs [1, T], k)` for micro-batch k returns
-        (loss, metrics) and runs on the last pipeline stage only; the gradient is that of the sum of the losses. Returns the
-        metrics per micro-batch on the last stage, [] on the others. Call optimizer_step() afterwards."""
+        (loss, metrics) and runs on the last pipeline stage only; the gradient is that of the sum of the losses.
+        Returns the metrics per micro-batch on the last stage, [] on the others. Call optimizer_step() afterwards."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         n = len(batches)
@@ -109,8 +127,14 @@ class MegatronPolicy:
             return out, loss_func
 
         return get_forward_backward_func()(
-            forward_step_func=step, data_iterator=iter(enumerate(batches)), model=[self.model], num_microbatches=n,
-            seq_length=max(b[0].shape[1] for b in batches), micro_batch_size=1, forward_only=forward_only)
+            forward_step_func=step,
+            data_iterator=iter(enumerate(batches)),
+            model=[self.model],
+            num_microbatches=n,
+            seq_length=max(b[0].shape[1] for b in batches),
+            micro_batch_size=1,
+            forward_only=forward_only,
+        )
 
     def optimizer_step(self) -> dict[str, float]:
         """Finish the grad reduction (DP all-reduce / reduce-scatter, tied embeddings across pipeline stages),
@@ -174,8 +198,10 @@ def load_hf_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _check_packed(tokens: torch.Tensor, position_ids: torch.Tensor) -> None:
     if tokens.dim() != 2 or tokens.shape[0] != 1 or position_ids.shape != tokens.shape:
-        raise ValueError(f"packed micro-batch: tokens and position_ids must both be [1, T], got "
-                         f"{tuple(tokens.shape)} and {tuple(position_ids.shape)}")
+        raise ValueError(
+            f"packed micro-batch: tokens and position_ids must both be [1, T], got "
+            f"{tuple(tokens.shape)} and {tuple(position_ids.shape)}"
+        )
 
 
 def _logprobs(logits: torch.Tensor, tokens: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
@@ -185,8 +211,9 @@ def _logprobs(logits: torch.Tensor, tokens: torch.Tensor, cu_seqlens: torch.Tens
     last = torch.zeros(tokens.shape[1], dtype=torch.bool, device=tokens.device)
     last[cu_seqlens[1:] - 1] = True
     targets = torch.roll(tokens, -1, dims=1).masked_fill(last[None], 0)
-    nll = tensor_parallel.vocab_parallel_cross_entropy(logits.float().transpose(0, 1).contiguous(),
-                                                       targets.transpose(0, 1).contiguous())
+    nll = tensor_parallel.vocab_parallel_cross_entropy(
+        logits.float().transpose(0, 1).contiguous(), targets.transpose(0, 1).contiguous()
+    )
     return (-nll.transpose(0, 1)).masked_fill(last[None], 0.0)
 
 

@@ -5,11 +5,13 @@ Untrainable ones (failed, aborted, nothing generated) are invalid. A group keeps
 samples are valid: the invalid slots are filled by repeating valid samples in turn, so the group keeps its size
 and its GRPO statistics stay comparable. Otherwise the whole group is dropped.
 """
+
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 
+from slime_rl.staleness import StalenessRule
 from slime_rl.trajectory import Trajectory, TrajectoryGroup
 
 
@@ -32,23 +34,25 @@ class StalenessReport:
         return len(self.kept_ids)
 
     def metrics(self) -> dict:
-        return {"kept": self.kept, "padded": self.padded, "dropped_stale": self.dropped_stale,
-                "dropped_invalid": self.dropped_invalid, "dropped_with_group": self.dropped_with_group,
-                "dropped_groups": len(self.dropped_groups), "kept_groups": len(self.kept_groups),
-                "staleness_hist": {str(k): v for k, v in sorted(self.lag_hist.items())},
-                "trainable_groups": self.trainable_groups, "failure_reasons": dict(self.failures.most_common(10))}
+        return {
+            "kept": self.kept,
+            "padded": self.padded,
+            "dropped_stale": self.dropped_stale,
+            "dropped_invalid": self.dropped_invalid,
+            "dropped_with_group": self.dropped_with_group,
+            "dropped_groups": len(self.dropped_groups),
+            "kept_groups": len(self.kept_groups),
+            "staleness_hist": {str(k): v for k, v in sorted(self.lag_hist.items())},
+            "trainable_groups": self.trainable_groups,
+            "failure_reasons": dict(self.failures.most_common(10)),
+        }
 
 
 class StalenessFilter:
-    def __init__(self, tau: int):
-        if tau < 0:
-            raise ValueError(f"staleness tau must be >= 0, got {tau}")
-        self.tau = tau
+    """Applies the run's staleness rule (slime_rl/staleness.py) to the groups of a step."""
 
-    @staticmethod
-    def lag(traj: Trajectory, trainer_version: int) -> int:
-        # a trajectory from a newer version than the trainer (e.g. after a resume) is not stale
-        return max(0, trainer_version - traj.first_version)
+    def __init__(self, rule: StalenessRule):
+        self.rule = rule
 
     def apply(self, groups: list[TrajectoryGroup], trainer_version: int) -> StalenessReport:
         rep = StalenessReport()
@@ -60,9 +64,9 @@ class StalenessFilter:
                     rep.dropped_invalid += 1
                     rep.failures[t.untrainable_reason] += 1
                     continue
-                lag = self.lag(t, trainer_version)
+                lag = self.rule.lag(t.first_version, trainer_version)
                 rep.lag_hist[lag] += 1
-                if lag > self.tau:
+                if lag > self.rule.tau:
                     rep.dropped_stale += 1
                 else:
                     valid.append(t)

@@ -6,6 +6,7 @@ pi_old (for icepop / tis / decoupled) is "the trainer's logprobs before this ste
 update and the model has no dropout, so those are exactly the values of this step's own forward pass: the loss
 takes them detached from it instead of paying for a second forward (tests check the two agree).
 """
+
 from __future__ import annotations
 
 import time
@@ -15,6 +16,7 @@ import torch
 
 from slime_rl.config import RunConfig
 from slime_rl.results import BatchStats, UpdateStats
+from slime_rl.staleness import StalenessRule
 from slime_rl.trajectory import Trajectory, TrajectoryGroup
 
 from .advantages import compute_advantages
@@ -28,6 +30,7 @@ _AVERAGED = ("masked_frac", "clip_frac", "clip_frac_high", "clip_frac_low", "is_
 @dataclass
 class TokenView:
     """The loss tokens of one packed micro-batch: where their logprobs sit in the row, and their data."""
+
     positions: torch.Tensor  # [N] long: out[0, p] of forward_logprobs is the logprob of this token
     logp_rollout: torch.Tensor  # [N]
     advantages: torch.Tensor  # [N]
@@ -70,7 +73,7 @@ def token_view(batch: PackedBatch, trajs: list[Trajectory], advs: list[float]) -
 
 def plan_step(groups: list[TrajectoryGroup], version: int, cfg: RunConfig) -> StepPlan:
     """Everything before the model: filter, advantages, packing, loss-token positions (pure, no model)."""
-    report = StalenessFilter(cfg.loss.staleness_tau).apply(groups, version)
+    report = StalenessFilter(StalenessRule.of(cfg)).apply(groups, version)
     rewards = [[t.reward for t in g.trajectories] for g in report.kept_groups]
     trajs = [t for g in report.kept_groups for t in g.trajectories]
     advs = [a for group_adv in compute_advantages(rewards, cfg.loss) for a in group_adv]
@@ -84,6 +87,7 @@ def _packed(plan: StepPlan) -> list[tuple[torch.Tensor | None, ...]]:
 
 def reference_logprobs(reference, plan: StepPlan) -> list[torch.Tensor]:
     """The reference policy's logprobs of each micro-batch's loss tokens (for the KL penalty)."""
+
     def grab(lp: torch.Tensor, k: int):
         return lp.sum() * 0.0, {"lp": lp[0, plan.views[k].positions.to(lp.device)].detach()}
 
@@ -97,9 +101,13 @@ def train_step(policy, groups: list[TrajectoryGroup], version: int, cfg: RunConf
     started = time.perf_counter()
     plan = plan_step(groups, version, cfg)
     received = [t for g in groups for t in g.trajectories]
-    batch = BatchStats(**plan.report.metrics(), groups=len(groups), samples=len(received),
-                       reward_mean=_mean([t.reward for t in received]),
-                       response_len_mean=_mean([len(t.response_ids) for t in received]))
+    batch = BatchStats(
+        **plan.report.metrics(),
+        groups=len(groups),
+        samples=len(received),
+        reward_mean=_mean([t.reward for t in received]),
+        response_len_mean=_mean([len(t.response_ids) for t in received]),
+    )
     report = StepReport(batch, None, list(plan.report.kept_ids))
     if not plan.trajs:
         return report
@@ -112,10 +120,17 @@ def train_step(policy, groups: list[TrajectoryGroup], version: int, cfg: RunConf
     def loss_fn(lp: torch.Tensor, k: int):
         v, dev = plan.views[k], lp.device
         logp = lp[0, v.positions.to(dev)]
-        loss, m = policy_loss(LossInputs(logp, v.logp_rollout.to(dev), v.advantages.to(dev),
-                                         logp_old=logp.detach() if needs_old else None,
-                                         logp_ref=ref[k].to(dev) if ref is not None else None,
-                                         normalizer=total), cfg.loss)
+        loss, m = policy_loss(
+            LossInputs(
+                logp,
+                v.logp_rollout.to(dev),
+                v.advantages.to(dev),
+                logp_old=logp.detach() if needs_old else None,
+                logp_ref=ref[k].to(dev) if ref is not None else None,
+                normalizer=total,
+            ),
+            cfg.loss,
+        )
         return loss, {**m, "loss": float(loss.detach()), "n": len(v.positions)}
 
     per_batch = policy.forward_backward(_packed(plan), loss_fn)
@@ -124,10 +139,17 @@ def train_step(policy, groups: list[TrajectoryGroup], version: int, cfg: RunConf
     elapsed = time.perf_counter() - started
     tokens = sum(b.num_tokens for b in plan.batches)
     report.update = UpdateStats(
-        loss=sum(m["loss"] for m in per_batch), **averaged, **optimizer, tokens=tokens, loss_tokens=total,
-        micro_batches=len(plan.batches), padding_waste=padding_waste(plan.batches),
-        budget_fill=budget_fill(plan.batches, cfg.trainer.micro_batch_tokens), step_time_s=elapsed,
-        tokens_per_s=tokens / elapsed)
+        loss=sum(m["loss"] for m in per_batch),
+        **averaged,
+        **optimizer,
+        tokens=tokens,
+        loss_tokens=total,
+        micro_batches=len(plan.batches),
+        padding_waste=padding_waste(plan.batches),
+        budget_fill=budget_fill(plan.batches, cfg.trainer.micro_batch_tokens),
+        step_time_s=elapsed,
+        tokens_per_s=tokens / elapsed,
+    )
     return report
 
 

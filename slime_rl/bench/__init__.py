@@ -1,5 +1,6 @@
 """Benchmarks: each is a function returning a dict of measurements, ratios taken against a baseline measured
 in the same run. `run_benchmark` adds machine and version info and writes bench/results/NAME.json."""
+
 from __future__ import annotations
 
 import importlib
@@ -7,8 +8,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCHMARKS: dict[str, str] = {
     "buffer": "slime_rl.bench.buffer:run",
@@ -34,15 +36,26 @@ def resolve(dotted: str) -> Callable[..., dict[str, Any]]:
 def machine_info() -> dict[str, Any]:
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-            "machine": platform.machine(), "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+    }
 
 
 def run_benchmark(name: str, quick: bool = False, results_dir: Path = RESULTS_DIR, **options: Any) -> Path:
     started = time.time()
     result = resolve(BENCHMARKS[name])(quick=quick, **options)
-    result = {"benchmark": name, "quick": quick, "started_at": started,
-              "wall_s": round(time.time() - started, 3), "machine": machine_info(), **result}
+    result = {
+        "benchmark": name,
+        "quick": quick,
+        "started_at": started,
+        "wall_s": round(time.time() - started, 3),
+        "machine": machine_info(),
+        **result,
+    }
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")

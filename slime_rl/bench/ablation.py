@@ -17,28 +17,43 @@ Nothing is forced: the observed staleness (histogram, mean, max) is recorded per
 not stale shows it.
 Weights are pushed every step (relay.push_every=1), so the final evaluation sees the final weights.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 import statistics
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CONFIG = "examples/math/config.yaml"
 PLOT_PATH = Path("bench/results/ablation.png")
 RUNS_DIR = Path("runs/ablation")
-NOTES = ("none is PPO-clipped against the rollout policy (ratio pi_theta/pi_rollout), not a bare policy gradient. "
-         "none and tis never mask tokens (masked_frac is 0 by construction; none's PPO clip shows in clip_frac). "
-         "staleness_* is the lag (trainer version - version of the first generated token) of every trajectory "
-         "that reached the trainer; within the first tau steps it cannot exceed the step index.")
+NOTES = (
+    "none is PPO-clipped against the rollout policy (ratio pi_theta/pi_rollout), not a bare policy gradient. "
+    "none and tis never mask tokens (masked_frac is 0 by construction; none's PPO clip shows in clip_frac). "
+    "staleness_* is the lag (trainer version - version of the first generated token) of every trajectory "
+    "that reached the trainer; within the first tau steps it cannot exceed the step index."
+)
 RETRIES = 1  # extra attempts for a failed cell
 # the per-cell numbers averaged over seeds in the table
-SCALARS = ("heldout_reward", "heldout_reward_before", "masked_frac", "logp_diff_mean", "clip_frac",
-           "staleness_mean", "staleness_max", "dropped_stale", "trained_samples", "train_reward_last_steps", "wall_s")
+SCALARS = (
+    "heldout_reward",
+    "heldout_reward_before",
+    "masked_frac",
+    "logp_diff_mean",
+    "clip_frac",
+    "staleness_mean",
+    "staleness_max",
+    "dropped_stale",
+    "trained_samples",
+    "train_reward_last_steps",
+    "wall_s",
+)
 
 
 @dataclass(frozen=True)
@@ -57,16 +72,25 @@ QUICK = Plan(taus=(0, 4), losses=("none", "bilateral"), seeds=(0,), steps=3, eva
 # Wall time on the quiet 2-core dev machine (2026-12-01 code): a 16-step demo run took ~150 s end to end at tau=2
 # (start-up and two 64-prompt evaluations included); tau=0 waits for each push, so expect ~3 min per cell:
 # the full grid's 32 cells take ~1.5 h, one seed (`--seeds 1`) ~50 min. Quick: 4 cells, a few minutes.
-FULL = Plan(taus=(0, 2, 4, 8), losses=("none", "tis", "icepop", "bilateral"), seeds=(0, 1), steps=16,
-            eval_samples=64)
+FULL = Plan(taus=(0, 2, 4, 8), losses=("none", "tis", "icepop", "bilateral"), seeds=(0, 1), steps=16, eval_samples=64)
 
 
 def cell_overrides(plan: Plan, tau: int, loss: str, seed: int, run_dir: Path) -> list[str]:
-    return [f"run_dir={run_dir}", f"name=ablation-tau{tau}-{loss}-s{seed}", f"loss.kind={loss}",
-            f"loss.staleness_tau={tau}", f"trainer.max_steps={plan.steps}", f"eval_samples={plan.eval_samples}",
-            f"rollout.seed={seed}", f"trainer.seed={1234 + seed}", "relay.push_every=1",
-            # no checkpoints (entries are acknowledged after each step), no dashboard: nothing but the run
-            "trainer.checkpoint_every=0", "dashboard.enabled=false", "eval_every=0"]
+    return [
+        f"run_dir={run_dir}",
+        f"name=ablation-tau{tau}-{loss}-s{seed}",
+        f"loss.kind={loss}",
+        f"rollout.staleness_tau={tau}",
+        f"trainer.max_steps={plan.steps}",
+        f"eval_samples={plan.eval_samples}",
+        f"rollout.seed={seed}",
+        f"trainer.seed={1234 + seed}",
+        "relay.push_every=1",
+        # no checkpoints (entries are acknowledged after each step), no dashboard: nothing but the run
+        "trainer.checkpoint_every=0",
+        "dashboard.enabled=false",
+        "eval_every=0",
+    ]
 
 
 def cell_metrics(summary: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -128,8 +152,14 @@ def plot(table: list[dict[str, Any]], path: Path) -> Path:
     for i, loss in enumerate(losses):
         rows = sorted((r for r in table if r["loss"] == loss), key=lambda r: r["tau"])
         dx = 0.08 * (i - (len(losses) - 1) / 2)  # a small shift so lines with equal rewards stay visible
-        ax.errorbar([r["tau"] + dx for r in rows], [r["heldout_reward"] for r in rows],
-                    yerr=[r["heldout_reward_std"] for r in rows], marker="o", capsize=3, label=loss)
+        ax.errorbar(
+            [r["tau"] + dx for r in rows],
+            [r["heldout_reward"] for r in rows],
+            yerr=[r["heldout_reward_std"] for r in rows],
+            marker="o",
+            capsize=3,
+            label=loss,
+        )
     before = [r["heldout_reward_before"] for r in table if r["heldout_reward_before"] is not None]
     if before:
         ax.axhline(statistics.fmean(before), color="grey", linestyle="--", label="before training")
@@ -203,8 +233,20 @@ def run(quick: bool = False, seeds: int | None = None) -> dict[str, Any]:
             cells.append(_attempt(plan, tau, loss, seed, runs_dir))
     table = aggregate(cells)
     budget = plan.steps * rollout.groups_per_step * rollout.group_size
-    return {"plan": {"taus": plan.taus, "losses": plan.losses, "seeds": plan.seeds, "steps": plan.steps,
-                     "samples_per_cell": budget, "eval_samples": plan.eval_samples, "config": CONFIG,
-                     "runs_dir": str(runs_dir)},
-            "cells": cells, "table": table, "failed_cells": sum("metrics" not in c for c in cells),
-            "plot": str(plot(table, PLOT_PATH)) if table else None, "notes": NOTES}
+    return {
+        "plan": {
+            "taus": plan.taus,
+            "losses": plan.losses,
+            "seeds": plan.seeds,
+            "steps": plan.steps,
+            "samples_per_cell": budget,
+            "eval_samples": plan.eval_samples,
+            "config": CONFIG,
+            "runs_dir": str(runs_dir),
+        },
+        "cells": cells,
+        "table": table,
+        "failed_cells": sum("metrics" not in c for c in cells),
+        "plot": str(plot(table, PLOT_PATH)) if table else None,
+        "notes": NOTES,
+    }

@@ -1,5 +1,6 @@
 """`slime-rl bench buffer`: the trajectory buffer's throughput against plain pipelined redis-py on the same
 payload (a ~2,000-token trajectory with logprobs), both on one fresh embedded redis-server, in one run."""
+
 from __future__ import annotations
 
 import tempfile
@@ -19,9 +20,16 @@ BATCH = 32
 
 def _group(i: int, rng: np.random.Generator) -> TrajectoryGroup:
     gid = f"bench-{i}"
-    traj = Trajectory(id=f"{gid}-0", group_id=gid, prompt_ids=rng.integers(0, 49152, 64).tolist(),
-                      response_ids=rng.integers(0, 49152, TOKENS).tolist(), loss_mask=[1] * TOKENS,
-                      rollout_logprobs=(-rng.random(TOKENS)).tolist(), versions=[0] * TOKENS, reward=1.0)
+    traj = Trajectory(
+        id=f"{gid}-0",
+        group_id=gid,
+        prompt_ids=rng.integers(0, 49152, 64).tolist(),
+        response_ids=rng.integers(0, 49152, TOKENS).tolist(),
+        loss_mask=[1] * TOKENS,
+        rollout_logprobs=(-rng.random(TOKENS)).tolist(),
+        versions=[0] * TOKENS,
+        reward=1.0,
+    )
     return TrajectoryGroup(group_id=gid, trajectories=[traj])
 
 
@@ -32,7 +40,7 @@ def _ours(url: str, groups: list[TrajectoryGroup]) -> tuple[float, int]:
     trained: set[str] = set()
     start = time.perf_counter()
     for i in range(0, len(groups), BATCH):
-        producer.put_many(groups[i:i + BATCH])
+        producer.put_many(groups[i : i + BATCH])
         got = consumer.read(BATCH, block_ms=1000)
         consumer.ack(got)
         trained.update(t.id for e in got for t in e.group.trajectories)
@@ -55,7 +63,7 @@ def _raw(url: str, payloads: list[bytes]) -> float:
     start = time.perf_counter()
     for i in range(0, len(payloads), BATCH):
         pipe = r.pipeline(transaction=False)
-        for p in payloads[i:i + BATCH]:
+        for p in payloads[i : i + BATCH]:
             pipe.xadd(stream, {"data": p})
         pipe.execute()
         got = r.xreadgroup(group, "c", {stream: ">"}, count=BATCH)
@@ -74,8 +82,14 @@ def run(quick: bool = False) -> dict:
         raw_s = _raw(server.url, payloads)
         ours_s, lost = _ours(server.url, groups)
     return {
-        "trajectories": n, "tokens_per_trajectory": TOKENS, "payload_bytes": len(payloads[0]), "batch": BATCH,
-        "traj_per_s": n / ours_s, "mb_per_s": mb / ours_s, "raw_per_s": n / raw_s,
-        "ratio": raw_s / ours_s, "lost": lost,
+        "trajectories": n,
+        "tokens_per_trajectory": TOKENS,
+        "payload_bytes": len(payloads[0]),
+        "batch": BATCH,
+        "traj_per_s": n / ours_s,
+        "mb_per_s": mb / ours_s,
+        "raw_per_s": n / raw_s,
+        "ratio": raw_s / ours_s,
+        "lost": lost,
         "note": "ours includes msgpack encode/decode, schema validation, dedupe check, and transactional ack",
     }

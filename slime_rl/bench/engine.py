@@ -2,6 +2,7 @@
 transformers' own continuous batching, same model, same prompts, same run, on a long-tail workload (response
 lengths lognormal, p99 about 10x the median). Throughput counts requested (useful) tokens only: a static batch
 runs until its longest member is done, so its padding steps cost time but produce nothing."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,6 @@ import numpy as np
 import torch
 
 from slime_rl.model_store import DEFAULT_OUT
-
 from slime_rl.rollout.engine_client import EngineClient
 from slime_rl.rollout.engine_launcher import launch_cpu_engine
 
@@ -48,13 +48,19 @@ def prompts(tokenizer, n: int) -> list[list[int]]:
 
 def bench_ours(url: str, ps: list[list[int]], lengths: list[int]) -> tuple[float, int]:
     """Seconds for all requests sent at once over HTTP, and the tokens the engine returned."""
+
     async def go():
         client = EngineClient(url)
         await client.generate(ps[0], {"max_new_tokens": 2})  # warm-up
         t0 = time.perf_counter()
-        outs = await asyncio.gather(*(client.generate(p, {"max_new_tokens": n, "temperature": 1.0,
-                                                          "ignore_eos": True}) for p, n in zip(ps, lengths)))
+        outs = await asyncio.gather(
+            *(
+                client.generate(p, {"max_new_tokens": n, "temperature": 1.0, "ignore_eos": True})
+                for p, n in zip(ps, lengths)
+            )
+        )
         return time.perf_counter() - t0, sum(len(o.output_ids) for o in outs)
+
     return asyncio.run(go())
 
 
@@ -63,13 +69,21 @@ def bench_hf_static(model, ps: list[list[int]], lengths: list[int], batch: int =
         model.generate(torch.tensor([ps[0]]), max_new_tokens=2, do_sample=True, pad_token_id=0)
     t0 = time.perf_counter()
     for i in range(0, len(ps), batch):
-        chunk, lens = ps[i:i + batch], lengths[i:i + batch]
+        chunk, lens = ps[i : i + batch], lengths[i : i + batch]
         width = max(len(p) for p in chunk)
         ids = torch.tensor([[0] * (width - len(p)) + p for p in chunk])  # left padding
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
         with torch.no_grad():  # a static batch runs until its longest member is done
-            model.generate(ids, attention_mask=mask, max_new_tokens=max(lens), min_new_tokens=max(lens),
-                           do_sample=True, top_k=0, top_p=1.0, pad_token_id=0)
+            model.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=max(lens),
+                min_new_tokens=max(lens),
+                do_sample=True,
+                top_k=0,
+                top_p=1.0,
+                pad_token_id=0,
+            )
     return time.perf_counter() - t0
 
 
@@ -80,15 +94,20 @@ def bench_hf_cb(model, ps: list[list[int]], lengths: list[int]) -> float | str:
     from transformers.generation.continuous_batching.utils import WorkloadHints
 
     try:
-        cfg = GenerationConfig(max_new_tokens=max(lengths), do_sample=True, top_k=0, top_p=1.0, eos_token_id=-1,
-                               pad_token_id=0)
-        hints = WorkloadHints(max_prompt_length=max(map(len, ps)), max_generated_length=max(lengths),
-                              num_requests=len(ps))
-        with model.continuous_batching_context_manager(generation_config=cfg, workload_hints=hints, block=True,
-                                                       timeout=10) as manager:
+        cfg = GenerationConfig(
+            max_new_tokens=max(lengths), do_sample=True, top_k=0, top_p=1.0, eos_token_id=-1, pad_token_id=0
+        )
+        hints = WorkloadHints(
+            max_prompt_length=max(map(len, ps)), max_generated_length=max(lengths), num_requests=len(ps)
+        )
+        with model.continuous_batching_context_manager(
+            generation_config=cfg, workload_hints=hints, block=True, timeout=10
+        ) as manager:
             t0 = time.perf_counter()
-            ids = {manager.add_request(p, request_id=f"r{i}", max_new_tokens=n, eos_token_id=-1)
-                   for i, (p, n) in enumerate(zip(ps, lengths))}
+            ids = {
+                manager.add_request(p, request_id=f"r{i}", max_new_tokens=n, eos_token_id=-1)
+                for i, (p, n) in enumerate(zip(ps, lengths))
+            }
             done = 0
             while done < len(ids):
                 res = manager.get_result(timeout=1)
@@ -131,11 +150,17 @@ def run(quick: bool = False) -> dict:
     cb_ok = [w for w in walls["transformers_cb"] if isinstance(w, float)]
     cb = min(cb_ok) if cb_ok else walls["transformers_cb"][-1]
     return {
-        "workload": {"requests": n, "prompt_tokens_mean": float(np.mean([len(p) for p in ps])),
-                     "median_len": float(np.median(lengths)), "p99_len": float(np.percentile(lengths, 99)),
-                     "max_len": max(lengths), "useful_tokens": useful, "threads": threads,
-                     "static_batch_maxes": [max(lengths[i:i + 8]) for i in range(0, n, 8)],
-                     "sampling": "temperature 1, no top-k/top-p, EOS ignored: every request runs to its length"},
+        "workload": {
+            "requests": n,
+            "prompt_tokens_mean": float(np.mean([len(p) for p in ps])),
+            "median_len": float(np.median(lengths)),
+            "p99_len": float(np.percentile(lengths, 99)),
+            "max_len": max(lengths),
+            "useful_tokens": useful,
+            "threads": threads,
+            "static_batch_maxes": [max(lengths[i : i + 8]) for i in range(0, n, 8)],
+            "sampling": "temperature 1, no top-k/top-p, EOS ignored: every request runs to its length",
+        },
         "tokens_per_s": useful / ours,
         "hf_generate_tokens_per_s": useful / static,
         "speedup_vs_hf_generate": static / ours,

@@ -4,6 +4,7 @@ object store, read there by an actor, then handed to an engine the way a syncer 
 Propagation also pays what the bound does not: serialising and checksumming on the trainer, the relay's and the
 syncer's checks, and the announcement. Each K is pushed `reps` times after a warm-up push; the medians are
 reported (a single push on a shared machine is mostly noise)."""
+
 from __future__ import annotations
 
 import statistics
@@ -16,12 +17,11 @@ import torch
 from slime_rl.config import RelayConfig
 from slime_rl.model_store import DEFAULT_OUT
 from slime_rl.redis_server import EmbeddedRedis
-from slime_rl.run_context import start_ray
-from slime_rl.run_keys import RunKeys
-
 from slime_rl.relay.delivery import deliver
 from slime_rl.relay.group import RelayGroup
 from slime_rl.relay.versions import pack_weights
+from slime_rl.run_context import start_ray
+from slime_rl.run_keys import RunKeys
 
 
 @ray.remote(num_cpus=0)
@@ -54,8 +54,12 @@ def run(quick: bool = False) -> dict:
         with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as redis:
             version = 0
             for k in ks:
-                group = RelayGroup.start(RelayConfig(num_relays=max(1, k // 2), fanout=2), redis.url,
-                                         [e.url for e in engines[:k]], keys=RunKeys(f"bench-relay-{k}"))
+                group = RelayGroup.start(
+                    RelayConfig(num_relays=max(1, k // 2), fanout=2),
+                    redis.url,
+                    [e.url for e in engines[:k]],
+                    keys=RunKeys(f"bench-relay-{k}"),
+                )
                 samples = []
                 try:
                     for rep in range(reps + 1):  # the first push warms up (first-touch, connections): not counted
@@ -65,14 +69,20 @@ def run(quick: bool = False) -> dict:
                         prop = group.wait_for_version(version, timeout=600)
                         out["bytes"] = receipt["bytes"]
                         if rep:
-                            samples.append({"blocked_s": receipt["blocked_s"],
-                                            "propagation_s": receipt["blocked_s"] + (time.perf_counter() - t0),
-                                            "per_engine_s": list(prop.values())})
+                            samples.append(
+                                {
+                                    "blocked_s": receipt["blocked_s"],
+                                    "propagation_s": receipt["blocked_s"] + (time.perf_counter() - t0),
+                                    "per_engine_s": list(prop.values()),
+                                }
+                            )
                 finally:
                     group.stop()
-                out["per_k"][k] = {"blocked_s": statistics.median(x["blocked_s"] for x in samples),
-                                   "propagation_s": statistics.median(x["propagation_s"] for x in samples),
-                                   "samples": samples}
+                out["per_k"][k] = {
+                    "blocked_s": statistics.median(x["blocked_s"] for x in samples),
+                    "propagation_s": statistics.median(x["propagation_s"] for x in samples),
+                    "samples": samples,
+                }
             sink, bounds = _Sink.remote(), []
             for rep in range(reps + 1):
                 version += 1
@@ -90,6 +100,12 @@ def run(quick: bool = False) -> dict:
         if started_ray:
             ray.shutdown()
     first, last = out["per_k"][ks[0]], out["per_k"][ks[-1]]
-    out.update({"bound_s": bound, f"blocked_ratio_k{ks[-1]}_k1": last["blocked_s"] / first["blocked_s"],
-                "propagation_s": first["propagation_s"], "propagation_vs_bound": first["propagation_s"] / bound})
+    out.update(
+        {
+            "bound_s": bound,
+            f"blocked_ratio_k{ks[-1]}_k1": last["blocked_s"] / first["blocked_s"],
+            "propagation_s": first["propagation_s"],
+            "propagation_vs_bound": first["propagation_s"] / bound,
+        }
+    )
     return out

@@ -8,6 +8,7 @@ a batch runs, the router's in-flight counts are sampled every 10 ms:
 - freed_engine_s: engine-seconds, before the batch ends, with no request in flight, i.e. what the next batch could
   use; repacking's point is to raise it.
 Both engines share this machine's cores, so a freed engine also speeds up the busy one a little."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from slime_rl.model_store import DEFAULT_OUT
-
-from .engine import prompts, workload
 from slime_rl.rollout.engine_launcher import launch_cpu_engine
 from slime_rl.rollout.router import Router
 
+from .engine import prompts, workload
 
-async def one_batch(urls: list[str], batch: list[list[int]], lengths: list[int], repack_below: int,
-                    tag: str) -> dict[str, Any]:
+
+async def one_batch(
+    urls: list[str], batch: list[list[int]], lengths: list[int], repack_below: int, tag: str
+) -> dict[str, Any]:
     router = Router(urls, repack_below=repack_below, repack_interval_s=0.05)
     router.start()
     busy = {u: 0.0 for u in urls}
@@ -43,9 +45,14 @@ async def one_batch(urls: list[str], batch: list[list[int]], lengths: list[int],
     sampler = asyncio.create_task(sample())
     started = time.perf_counter()
     try:
-        results = await asyncio.gather(*(
-            router.generate(f"{tag}-{i}", p, {"max_new_tokens": n, "temperature": 1.0, "ignore_eos": True},
-                            rid=f"{tag}-{i}") for i, (p, n) in enumerate(zip(batch, lengths))))
+        results = await asyncio.gather(
+            *(
+                router.generate(
+                    f"{tag}-{i}", p, {"max_new_tokens": n, "temperature": 1.0, "ignore_eos": True}, rid=f"{tag}-{i}"
+                )
+                for i, (p, n) in enumerate(zip(batch, lengths))
+            )
+        )
         wall = time.perf_counter() - started
     finally:
         done.set()
@@ -54,8 +61,12 @@ async def one_batch(urls: list[str], batch: list[list[int]], lengths: list[int],
     tokens = sum(len(r.output_ids) for r in results)
     if tokens != sum(lengths):
         raise RuntimeError(f"repack bench: {tokens} tokens generated, {sum(lengths)} asked for")
-    return {"wall_s": wall, "engine_busy_s": sum(busy.values()),
-            "freed_engine_s": len(urls) * wall - sum(busy.values()), "repacked": router.repacked}
+    return {
+        "wall_s": wall,
+        "engine_busy_s": sum(busy.values()),
+        "freed_engine_s": len(urls) * wall - sum(busy.values()),
+        "repacked": router.repacked,
+    }
 
 
 def run(quick: bool = False, model_path: str | Path = DEFAULT_OUT) -> dict[str, Any]:
@@ -65,14 +76,16 @@ def run(quick: bool = False, model_path: str | Path = DEFAULT_OUT) -> dict[str, 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     batch, lengths = prompts(tokenizer, n), workload(n, median)
     with tempfile.TemporaryDirectory() as tmp:
-        engines = [launch_cpu_engine(model_path, max_batch_size=n, threads=1, log_path=Path(tmp) / f"engine{i}.log")
-                   for i in range(2)]
+        engines = [
+            launch_cpu_engine(model_path, max_batch_size=n, threads=1, log_path=Path(tmp) / f"engine{i}.log")
+            for i in range(2)
+        ]
         try:
             urls = [e.url for e in engines]
             asyncio.run(one_batch(urls, batch[:2], [2, 2], 0, "warm"))
             runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
             for r in range(rounds):  # alternate, so drift on a shared machine hits both alike
-                for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
                     below = repack_below if mode == "on" else 0
                     runs[mode].append(asyncio.run(one_batch(urls, batch, lengths, below, f"{mode}{r}")))
         finally:
@@ -82,10 +95,20 @@ def run(quick: bool = False, model_path: str | Path = DEFAULT_OUT) -> dict[str, 
     def med(mode: str, key: str) -> float:
         return statistics.median(x[key] for x in runs[mode])
 
-    return {"requests": n, "median_len": sorted(lengths)[n // 2], "max_len": max(lengths), "engines": 2,
-            "repack_below": repack_below, "rounds": rounds,
-            "wall_s_off": med("off", "wall_s"), "wall_s_on": med("on", "wall_s"),
-            "wall_ratio_on_vs_off": med("on", "wall_s") / med("off", "wall_s"),
-            "freed_engine_s_off": med("off", "freed_engine_s"), "freed_engine_s_on": med("on", "freed_engine_s"),
-            "engine_busy_s_off": med("off", "engine_busy_s"), "engine_busy_s_on": med("on", "engine_busy_s"),
-            "repacked_requests": med("on", "repacked"), "runs": runs}
+    return {
+        "requests": n,
+        "median_len": sorted(lengths)[n // 2],
+        "max_len": max(lengths),
+        "engines": 2,
+        "repack_below": repack_below,
+        "rounds": rounds,
+        "wall_s_off": med("off", "wall_s"),
+        "wall_s_on": med("on", "wall_s"),
+        "wall_ratio_on_vs_off": med("on", "wall_s") / med("off", "wall_s"),
+        "freed_engine_s_off": med("off", "freed_engine_s"),
+        "freed_engine_s_on": med("on", "freed_engine_s"),
+        "engine_busy_s_off": med("off", "engine_busy_s"),
+        "engine_busy_s_on": med("on", "engine_busy_s"),
+        "repacked_requests": med("on", "repacked"),
+        "runs": runs,
+    }

@@ -7,6 +7,7 @@ Greedy decoding, so both produce the very same tokens and the ratio measures ove
 Rounds alternate (raw, worker, worker, raw, ...) so slow drift of a shared machine hits both equally; the
 reported ratio is the median of the per-round ratios (tokens/s are over all rounds).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,11 +20,12 @@ from typing import Any
 from slime_rl.config import load_config
 from slime_rl.model_store import DEFAULT_OUT
 from slime_rl.redis_server import EmbeddedRedis
-
 from slime_rl.rollout.engine_client import EngineClient
 from slime_rl.rollout.engine_launcher import launch_cpu_engine
 from slime_rl.rollout.episode import encode_chat
+from slime_rl.rollout.progress import PromptProgress
 from slime_rl.rollout.worker import RolloutWorkerCore
+
 
 async def _raw(client: EngineClient, prompts: list[list[int]], params: dict[str, Any]) -> int:
     results = await asyncio.gather(*(client.generate(p, params, rid=f"raw-{i}") for i, p in enumerate(prompts)))
@@ -34,13 +36,22 @@ def run(quick: bool = False, model_path: str | Path = DEFAULT_OUT) -> dict[str, 
     groups, group_size, max_new = (2, 4, 12) if quick else (4, 8, 32)
     rounds = 1 if quick else 6
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis:
-        engine = launch_cpu_engine(model_path, max_batch_size=groups * group_size, threads=2,
-                                   log_path=Path(tmp) / "engine.log")
+        engine = launch_cpu_engine(
+            model_path, max_batch_size=groups * group_size, threads=2, log_path=Path(tmp) / "engine.log"
+        )
         try:
-            cfg = load_config(None, [f"model.path={model_path}", f"rollout.group_size={group_size}",
-                                     f"rollout.concurrency={groups * group_size}", "rollout.shuffle=false",
-                                     f"rollout.sampling.max_new_tokens={max_new}", "rollout.sampling.temperature=0",
-                                     "rollout.trajectory_log_every=1000000"])
+            cfg = load_config(
+                None,
+                [
+                    f"model.path={model_path}",
+                    f"rollout.group_size={group_size}",
+                    f"rollout.concurrency={groups * group_size}",
+                    "rollout.shuffle=false",
+                    f"rollout.sampling.max_new_tokens={max_new}",
+                    "rollout.sampling.temperature=0",
+                    "rollout.trajectory_log_every=1000000",
+                ],
+            )
             worker = RolloutWorkerCore(cfg, [engine.url], redis.url, 0, run_dir=tmp)
             rows = [worker.dataset.rows[i] for i in range(groups)]
             env = worker.envs.new_episode()
@@ -59,7 +70,7 @@ def run(quick: bool = False, model_path: str | Path = DEFAULT_OUT) -> dict[str, 
                 if kind == "raw":
                     tokens = asyncio.run(_raw(client, prompts, params))
                 else:
-                    worker.dataset.position, before = 0, worker.tokens
+                    worker.progress, before = PromptProgress(), worker.tokens  # the same prompts every round
                     asyncio.run(worker.generate_groups(groups))
                     tokens = worker.tokens - before
                 elapsed = time.perf_counter() - started
@@ -76,10 +87,23 @@ def run(quick: bool = False, model_path: str | Path = DEFAULT_OUT) -> dict[str, 
     worker_tps = timings["worker"][1] / timings["worker"][0]
     raw_tps = timings["raw"][1] / timings["raw"][0]
     # the ratio is the median over back-to-back pairs: robust to a busy shared machine slowing one round
-    return {"tokens_per_s": worker_tps, "raw_engine_tokens_per_s": raw_tps,
-            "ratio_vs_raw_engine": statistics.median(pair_ratios), "ratio_of_totals": worker_tps / raw_tps,
-            "pair_ratios": pair_ratios, "client_cpu_s_worker": cpu["worker"], "client_cpu_s_raw": cpu["raw"],
-            "worker_tokens": timings["worker"][1], "raw_tokens": timings["raw"][1],
-            "worker_s": timings["worker"][0], "raw_s": timings["raw"][0], "groups_per_round": groups,
-            "group_size": group_size, "concurrency": groups * group_size, "max_new_tokens": max_new,
-            "rounds": rounds, "decoding": "greedy", "model": str(model_path)}
+    return {
+        "tokens_per_s": worker_tps,
+        "raw_engine_tokens_per_s": raw_tps,
+        "ratio_vs_raw_engine": statistics.median(pair_ratios),
+        "ratio_of_totals": worker_tps / raw_tps,
+        "pair_ratios": pair_ratios,
+        "client_cpu_s_worker": cpu["worker"],
+        "client_cpu_s_raw": cpu["raw"],
+        "worker_tokens": timings["worker"][1],
+        "raw_tokens": timings["raw"][1],
+        "worker_s": timings["worker"][0],
+        "raw_s": timings["raw"][0],
+        "groups_per_round": groups,
+        "group_size": group_size,
+        "concurrency": groups * group_size,
+        "max_new_tokens": max_new,
+        "rounds": rounds,
+        "decoding": "greedy",
+        "model": str(model_path),
+    }

@@ -4,19 +4,19 @@ bare `python -c` subprocess, in the same run; throughput at concurrency 1, 2 and
 `bwrap` is the default configuration (a warm pool of started sandboxes); `bwrap_cold` starts every sandbox on
 demand (warm_pool=0), to show what the pool hides. `bwrap_vs_bare` = bwrap / bare executions per second at
 concurrency 1 (target >= 0.6)."""
+
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
 from slime_rl.config import SandboxConfig
-
 from slime_rl.sandboxes.base import RunRequest
 
 PROGRAM = "print(sum(range(100)))"
@@ -34,8 +34,11 @@ def _measure(fn: Callable[[], None], n: int, concurrency: int) -> dict:
     with ThreadPoolExecutor(concurrency) as pool:
         lat = list(pool.map(timed, range(n)))
     wall = time.perf_counter() - t0
-    return {"executions_per_s": n / wall, "p50_s": float(np.percentile(lat, 50)),
-            "p99_s": float(np.percentile(lat, 99))}
+    return {
+        "executions_per_s": n / wall,
+        "p50_s": float(np.percentile(lat, 50)),
+        "p99_s": float(np.percentile(lat, 99)),
+    }
 
 
 def _checked(sandbox) -> Callable[[], None]:
@@ -45,6 +48,7 @@ def _checked(sandbox) -> Callable[[], None]:
         res = sandbox.run(req)
         if res.status != "Success" or res.run_result.stdout.strip() != "4950":
             raise RuntimeError(f"sandbox run failed: {res}")
+
     return one
 
 

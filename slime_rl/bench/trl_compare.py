@@ -20,6 +20,7 @@ Measured per side:
                  better" is judged within noise: a delta above -2 standard errors over the distinct prompts
 TRL runs first so that nothing slime-rl starts (Ray, engines) is still winding down while TRL is timed.
 """
+
 from __future__ import annotations
 
 import gc
@@ -29,8 +30,9 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import RunConfig, load_config
 from ..env_api import EnvError, SingleTurnEnv, build_env_factory, load_env_class
@@ -43,8 +45,17 @@ EVAL_SAMPLES = 200  # the whole held-out file (90 distinct questions): the demo'
 
 def bench_config(run_dir: Path, steps: int, config: Path = CONFIG) -> RunConfig:
     """The shared workload; no dashboard or checkpoints (TRL saves nothing either)."""
-    return load_config(config, [f"run_dir={run_dir}", f"trainer.max_steps={steps}", "trainer.checkpoint_every=0",
-                                "eval_every=0", "dashboard.enabled=false", f"eval_samples={EVAL_SAMPLES}"])
+    return load_config(
+        config,
+        [
+            f"run_dir={run_dir}",
+            f"trainer.max_steps={steps}",
+            "trainer.checkpoint_every=0",
+            "eval_every=0",
+            "dashboard.enabled=false",
+            f"eval_samples={EVAL_SAMPLES}",
+        ],
+    )
 
 
 def single_turn_env(cfg: RunConfig) -> SingleTurnEnv:
@@ -74,27 +85,50 @@ def trl_args(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
     """GRPOConfig keyword arguments matching slime-rl's workload (kept a dict so it can be checked without TRL)."""
     r, t, s = cfg.rollout, cfg.trainer, cfg.rollout.sampling
     if cfg.loss.kind != "bilateral":  # its band is what TRL's epsilon / epsilon_high express
-        raise ValueError(f"bench trl compares the bilateral loss with TRL's clip; the config has loss.kind={cfg.loss.kind}")
+        raise ValueError(
+            f"bench trl compares the bilateral loss with TRL's clip; the config has loss.kind={cfg.loss.kind}"
+        )
     return {
-        "output_dir": str(output_dir), "max_steps": t.max_steps, "seed": t.seed,
-        "num_generations": r.group_size, "per_device_train_batch_size": r.group_size * r.groups_per_step,
-        "gradient_accumulation_steps": 1, "num_iterations": 1,  # one optimizer step per generated batch, as slime
-        "max_completion_length": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
+        "output_dir": str(output_dir),
+        "max_steps": t.max_steps,
+        "seed": t.seed,
+        "num_generations": r.group_size,
+        "per_device_train_batch_size": r.group_size * r.groups_per_step,
+        "gradient_accumulation_steps": 1,
+        "num_iterations": 1,  # one optimizer step per generated batch, as slime
+        "max_completion_length": s.max_new_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
         "top_k": max(s.top_k, 0),  # slime's -1 and TRL's 0 both mean "off"
-        "learning_rate": t.lr, "lr_scheduler_type": "constant", "warmup_steps": 0, "weight_decay": t.weight_decay,
-        "adam_beta1": t.adam_beta1, "adam_beta2": t.adam_beta2, "max_grad_norm": t.grad_clip,
-        "beta": cfg.loss.kl_coef, "epsilon": cfg.loss.eps_low, "epsilon_high": cfg.loss.eps_high,
-        "loss_type": "dapo", "scale_rewards": "group" if cfg.loss.std_normalize else "none",
-        "use_cpu": True, "bf16": cfg.model.dtype == "bfloat16", "fp16": cfg.model.dtype == "float16",
+        "learning_rate": t.lr,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "weight_decay": t.weight_decay,
+        "adam_beta1": t.adam_beta1,
+        "adam_beta2": t.adam_beta2,
+        "max_grad_norm": t.grad_clip,
+        "beta": cfg.loss.kl_coef,
+        "epsilon": cfg.loss.eps_low,
+        "epsilon_high": cfg.loss.eps_high,
+        "loss_type": "dapo",
+        "scale_rewards": "group" if cfg.loss.std_normalize else "none",
+        "use_cpu": True,
+        "bf16": cfg.model.dtype == "bfloat16",
+        "fp16": cfg.model.dtype == "float16",
         "use_vllm": False,
         "activation_checkpointing": False,  # TRL's default (via the `gradient_checkpointing` alias) is on
-        "report_to": "none", "save_strategy": "no", "logging_steps": 1, "disable_tqdm": True,
-        "log_completions": False, "dataloader_num_workers": 0,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "disable_tqdm": True,
+        "log_completions": False,
+        "dataloader_num_workers": 0,
     }
 
 
-def greedy_eval(model, tokenizer, env: SingleTurnEnv, samples: list[dict[str, Any]], max_new_tokens: int,
-                batch_size: int = 32) -> dict[str, Any]:
+def greedy_eval(
+    model, tokenizer, env: SingleTurnEnv, samples: list[dict[str, Any]], max_new_tokens: int, batch_size: int = 32
+) -> dict[str, Any]:
     """Held-out reward as slime-rl's eval worker computes it: chat template with the generation prompt, greedy,
     stop at EOS or max_new_tokens, reply decoded without special tokens, env.reward."""
     import torch
@@ -103,21 +137,30 @@ def greedy_eval(model, tokenizer, env: SingleTurnEnv, samples: list[dict[str, An
     rewards, lengths = [], []
     model.eval()
     for i in range(0, len(samples), batch_size):
-        batch = samples[i:i + batch_size]
-        texts = [tokenizer.apply_chat_template(env.prompt(s), add_generation_prompt=True, tokenize=False)
-                 for s in batch]
+        batch = samples[i : i + batch_size]
+        texts = [
+            tokenizer.apply_chat_template(env.prompt(s), add_generation_prompt=True, tokenize=False) for s in batch
+        ]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        for s, ids in zip(batch, out[:, enc["input_ids"].shape[1]:].tolist()):
+            out = model.generate(
+                **enc,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        for s, ids in zip(batch, out[:, enc["input_ids"].shape[1] :].tolist()):
             if tokenizer.eos_token_id in ids:  # keep the EOS (as the engine does), drop the padding after it
-                ids = ids[:ids.index(tokenizer.eos_token_id) + 1]
+                ids = ids[: ids.index(tokenizer.eos_token_id) + 1]
             rewards.append(float(env.reward(s, tokenizer.decode(ids, skip_special_tokens=True))))
             lengths.append(len(ids))
     n = len(rewards)
-    return {"reward_mean": sum(rewards) / n if n else 0.0, "samples": n,
-            "response_len_mean": sum(lengths) / n if n else 0.0}
+    return {
+        "reward_mean": sum(rewards) / n if n else 0.0,
+        "samples": n,
+        "response_len_mean": sum(lengths) / n if n else 0.0,
+    }
 
 
 class LoadSampler:
@@ -150,8 +193,9 @@ def run_trl(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         import trl
         from datasets import Dataset
     except ImportError as exc:
-        raise RuntimeError("bench trl needs TRL: pip install -c requirements/constraints.txt "
-                           "-r requirements/bench.txt") from exc
+        raise RuntimeError(
+            "bench trl needs TRL: pip install -c requirements/constraints.txt -r requirements/bench.txt"
+        ) from exc
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -165,9 +209,13 @@ def run_trl(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
     max_new = cfg.rollout.sampling.max_new_tokens
     before = greedy_eval(model, tokenizer, env, held_out, max_new)
-    trainer = trl.GRPOTrainer(model=model, reward_funcs=env_reward(env), processing_class=tokenizer,
-                              args=trl.GRPOConfig(**trl_args(cfg, out_dir)),
-                              train_dataset=Dataset.from_list(prompt_rows(env, train)))
+    trainer = trl.GRPOTrainer(
+        model=model,
+        reward_funcs=env_reward(env),
+        processing_class=tokenizer,
+        args=trl.GRPOConfig(**trl_args(cfg, out_dir)),
+        train_dataset=Dataset.from_list(prompt_rows(env, train)),
+    )
     with LoadSampler() as load:
         started = time.perf_counter()
         trainer.train()
@@ -179,12 +227,21 @@ def run_trl(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     after = greedy_eval(trainer.model, tokenizer, env, held_out, max_new)
     del trainer, model
     gc.collect()
-    return {"version": trl.__version__, "steps": steps, "samples": samples, "wall_s": wall,
-            "samples_per_s": samples / wall if wall else 0.0, "heldout_reward_before": before["reward_mean"],
-            "heldout_reward_after": after["reward_mean"], "heldout_samples": after["samples"],
-            "train_reward_first_steps": _mean(rewards[:3]), "train_reward_last_steps": _mean(rewards[-3:]),
-            "torch_threads": torch.get_num_threads(), "loadavg_1m_mean": load.mean,
-            "step_s_mean": _mean([h.get("step_time", 0.0) for h in logged])}  # generation + optimizer step
+    return {
+        "version": trl.__version__,
+        "steps": steps,
+        "samples": samples,
+        "wall_s": wall,
+        "samples_per_s": samples / wall if wall else 0.0,
+        "heldout_reward_before": before["reward_mean"],
+        "heldout_reward_after": after["reward_mean"],
+        "heldout_samples": after["samples"],
+        "train_reward_first_steps": _mean(rewards[:3]),
+        "train_reward_last_steps": _mean(rewards[-3:]),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_1m_mean": load.mean,
+        "step_s_mean": _mean([h.get("step_time", 0.0) for h in logged]),
+    }  # generation + optimizer step
 
 
 def slime_train_window(metrics_path: Path) -> tuple[float, list[dict[str, Any]]]:
@@ -207,15 +264,23 @@ def run_slime(cfg: RunConfig) -> dict[str, Any]:
     summary = json.loads((run_dir / "summary.json").read_text())
     wall, steps = slime_train_window(run_dir / "metrics.jsonl")
     samples = summary["trained_groups"] * cfg.rollout.group_size
-    return {"mode": cfg.mode, "steps": summary["steps"], "samples": samples, "wall_s": wall,
-            "samples_per_s": samples / wall if wall else 0.0, "end_to_end_wall_s": summary["wall_s"],
-            "heldout_reward_before": summary["heldout_reward_before"],
-            "heldout_reward_after": summary["heldout_reward_after"], "heldout_samples": cfg.eval_samples,
-            "train_reward_first_steps": summary["train_reward_first_steps"],
-            "train_reward_last_steps": summary["train_reward_last_steps"],
-            "staleness_mean": summary["staleness_mean"], "loadavg_1m_mean": load.mean,
-            # the optimizer step alone (rollout runs beside it in async mode), to see where the time goes
-            "trainer_step_s_mean": _mean([r.get("step_time_s", 0.0) for r in steps])}
+    return {
+        "mode": cfg.mode,
+        "steps": summary["steps"],
+        "samples": samples,
+        "wall_s": wall,
+        "samples_per_s": samples / wall if wall else 0.0,
+        "end_to_end_wall_s": summary["wall_s"],
+        "heldout_reward_before": summary["heldout_reward_before"],
+        "heldout_reward_after": summary["heldout_reward_after"],
+        "heldout_samples": cfg.eval_samples,
+        "train_reward_first_steps": summary["train_reward_first_steps"],
+        "train_reward_last_steps": summary["train_reward_last_steps"],
+        "staleness_mean": summary["staleness_mean"],
+        "loadavg_1m_mean": load.mean,
+        # the optimizer step alone (rollout runs beside it in async mode), to see where the time goes
+        "trainer_step_s_mean": _mean([r.get("step_time_s", 0.0) for r in steps]),
+    }
 
 
 def reward_delta_se(a: float, b: float, n: int) -> float:
@@ -231,11 +296,17 @@ def compare(slime: dict[str, Any], trl: dict[str, Any], distinct_prompts: int) -
     a, b = slime["heldout_reward_after"], trl["heldout_reward_after"]
     se = reward_delta_se(a, b, distinct_prompts)
     within_noise = a - b >= -2 * se
-    return {"throughput_ratio_vs_trl": ratio, "wall_ratio_trl_over_slime": trl["wall_s"] / slime["wall_s"],
-            "heldout_reward_after_delta_vs_trl": a - b, "heldout_reward_delta_se": se,
-            "heldout_distinct_prompts": distinct_prompts, "reward_not_worse": a >= b,
-            "reward_within_noise": within_noise, "target_ratio": TARGET_RATIO,
-            "meets_target": ratio >= TARGET_RATIO and within_noise}
+    return {
+        "throughput_ratio_vs_trl": ratio,
+        "wall_ratio_trl_over_slime": trl["wall_s"] / slime["wall_s"],
+        "heldout_reward_after_delta_vs_trl": a - b,
+        "heldout_reward_delta_se": se,
+        "heldout_distinct_prompts": distinct_prompts,
+        "reward_not_worse": a >= b,
+        "reward_within_noise": within_noise,
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio >= TARGET_RATIO and within_noise,
+    }
 
 
 def distinct_prompts(cfg: RunConfig) -> int:
@@ -253,13 +324,26 @@ def run(quick: bool = False) -> dict[str, Any]:
         slime_result = run_slime(cfg)
     distinct = distinct_prompts(cfg)
     r, s = cfg.rollout, cfg.rollout.sampling
-    workload = {"model": str(cfg.model.path), "env": cfg.env.name, "dataset": str(cfg.env.dataset),
-                "eval_dataset": str(cfg.env.eval_dataset), "steps": steps, "group_size": r.group_size,
-                "groups_per_step": r.groups_per_step, "max_new_tokens": s.max_new_tokens,
-                "temperature": s.temperature, "lr": cfg.trainer.lr, "eval_samples": cfg.eval_samples,
-                "dtype": cfg.model.dtype}
-    return {**compare(slime_result, trl_result, distinct), "workload": workload, "slime": slime_result,
-            "trl": trl_result}
+    workload = {
+        "model": str(cfg.model.path),
+        "env": cfg.env.name,
+        "dataset": str(cfg.env.dataset),
+        "eval_dataset": str(cfg.env.eval_dataset),
+        "steps": steps,
+        "group_size": r.group_size,
+        "groups_per_step": r.groups_per_step,
+        "max_new_tokens": s.max_new_tokens,
+        "temperature": s.temperature,
+        "lr": cfg.trainer.lr,
+        "eval_samples": cfg.eval_samples,
+        "dtype": cfg.model.dtype,
+    }
+    return {
+        **compare(slime_result, trl_result, distinct),
+        "workload": workload,
+        "slime": slime_result,
+        "trl": trl_result,
+    }
 
 
 def _mean(xs: list[float]) -> float:

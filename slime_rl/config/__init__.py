@@ -4,6 +4,7 @@
 
 Unknown keys and bad values raise ConfigError naming the dotted path of the field.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,7 @@ from .buffer import BufferConfig
 from .dashboard import DashboardConfig
 from .engine import EngineConfig
 from .env import EnvConfig
-from .loss import (LOSS_KINDS, BilateralLoss, DecoupledLoss, IcePopLoss, LossConfig, NoCorrectionLoss,
-                   TISLoss)
+from .loss import LOSS_KINDS, BilateralLoss, DecoupledLoss, IcePopLoss, LossConfig, NoCorrectionLoss, TISLoss
 from .model import ModelConfig
 from .relay import RelayConfig
 from .rollout import RolloutConfig, SamplingConfig
@@ -28,18 +28,40 @@ from .trainer import ParallelConfig, TrainerConfig
 from .watchdog import WatchdogConfig
 
 __all__ = [
-    "BilateralLoss", "BufferConfig", "ConfigError", "DashboardConfig", "DecoupledLoss", "EngineConfig", "EnvConfig",
-    "IcePopLoss", "LossConfig", "ModelConfig", "NoCorrectionLoss", "TISLoss",
-    "ParallelConfig", "RelayConfig", "RolloutConfig", "RunConfig", "SamplingConfig", "SandboxConfig",
-    "TrainerConfig", "WatchdogConfig", "load_config", "parse_overrides",
+    "BilateralLoss",
+    "BufferConfig",
+    "ConfigError",
+    "DashboardConfig",
+    "DecoupledLoss",
+    "EngineConfig",
+    "EnvConfig",
+    "IcePopLoss",
+    "LossConfig",
+    "ModelConfig",
+    "NoCorrectionLoss",
+    "TISLoss",
+    "ParallelConfig",
+    "RelayConfig",
+    "RolloutConfig",
+    "RunConfig",
+    "SamplingConfig",
+    "SandboxConfig",
+    "TrainerConfig",
+    "WatchdogConfig",
+    "load_config",
+    "parse_overrides",
 ]
 
 
 class RunConfig(Section):
     name: str = "run"
-    run_id: str = Field(pattern=RUN_ID_PATTERN, description=(
-        "the run's Redis namespace: every key and stream of the run carries it, so runs can share one Redis; "
-        "unset, it is name plus a random suffix, kept in RUN_DIR/config.yaml so --resume finds its streams"))
+    run_id: str = Field(
+        pattern=RUN_ID_PATTERN,
+        description=(
+            "the run's Redis namespace: every key and stream of the run carries it, so runs can share one Redis; "
+            "unset, it is name plus a random suffix, kept in RUN_DIR/config.yaml so --resume finds its streams"
+        ),
+    )
     run_dir: Path = Path("runs/latest")
     mode: Literal["async", "sync"] = "async"
     eval_every: int = Field(0, ge=0, description="evaluate held-out prompts every N trainer steps (0: off)")
@@ -66,10 +88,12 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _buffer_holds_uncommitted_steps(self) -> RunConfig:
         # entries stay pending until the checkpoint that contains them: the buffer must hold that many
-        need = (self.trainer.checkpoint_every + self.loss.staleness_tau + 1) * self.rollout.groups_per_step
+        need = (self.trainer.checkpoint_every + self.rollout.staleness_tau + 1) * self.rollout.groups_per_step
         if self.trainer.checkpoint_every and self.buffer.high_water <= need:
-            raise ValueError(f"buffer.high_water={self.buffer.high_water} must exceed {need} "
-                             "((trainer.checkpoint_every + loss.staleness_tau + 1) * rollout.groups_per_step)")
+            raise ValueError(
+                f"buffer.high_water={self.buffer.high_water} must exceed {need} "
+                "((trainer.checkpoint_every + rollout.staleness_tau + 1) * rollout.groups_per_step)"
+            )
         return self
 
 
@@ -96,7 +120,7 @@ def _problem(err: dict[str, Any], data: dict[str, Any]) -> tuple[str, str]:
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             return _dotted(section + ("kind",)), err["msg"]
         if len(loc) > n and loc[n] in tags:
-            path = _dotted(section + loc[n + 1:])
+            path = _dotted(section + loc[n + 1 :])
             if err["type"] == "extra_forbidden":
                 return path, f"not an option of {_dotted(section)}.kind={loc[n]}"
             return path, err["msg"]

@@ -1,4 +1,5 @@
 """Shared base for every config section: strict (unknown keys fail) and validated on assignment."""
+
 from pydantic import BaseModel, ConfigDict
 
 

@@ -1,6 +1,7 @@
 """The policy loss, one model per `loss.kind` (a discriminated union): each kind carries exactly its own options,
 so an option of another kind (say `eps_low` with `kind: tis`) is an error at load, not silently ignored."""
-from typing import Annotated, Any, Literal, Union
+
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
@@ -8,12 +9,11 @@ from .base import Section
 
 
 class _LossCommon(Section):
-    """Options every kind has: advantages, the KL penalty, staleness (see trainer/losses.py)."""
+    """Options every kind has: advantages and the KL penalty (see trainer/losses.py)."""
 
     kl_coef: float = Field(0.0, ge=0, description="k3 KL penalty against the initial weights (0: no reference model)")
     advantage: Literal["grpo", "reinforce_pp", "reinforce_pp_baseline", "rloo"] = "grpo"
     std_normalize: bool = Field(True, description="grpo: divide by the group's reward std")
-    staleness_tau: int = Field(2, ge=0, description="max policy versions a trajectory may lag the trainer")
 
 
 class _PPOClip(_LossCommon):
@@ -66,5 +66,4 @@ def _kind(value: Any) -> str | None:
 DEFAULT_KIND = "bilateral"
 _KINDS = (BilateralLoss, IcePopLoss, TISLoss, DecoupledLoss, NoCorrectionLoss)
 LOSS_KINDS = tuple(k.model_fields["kind"].default for k in _KINDS)
-LossConfig = Annotated[Union[tuple(Annotated[k, Tag(k.model_fields["kind"].default)] for k in _KINDS)],
-                       Discriminator(_kind)]
+LossConfig = Annotated[tuple(Annotated[k, Tag(k.model_fields["kind"].default)] for k in _KINDS), Discriminator(_kind)]

@@ -11,14 +11,20 @@ _CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # CPUs that multiply bf16 matrice
 class ModelConfig(Section):
     """The policy model: a Hugging Face Llama-family safetensors folder."""
 
-    path: Path = Field(Path(DEFAULT_NAME), validate_default=True,
-                       description="HF safetensors folder, or the name of a model the model store makes "
-                                   "(SmolLM2-135M-Instruct: its folder in ~/.cache/slime-rl/models, the same from any "
-                                   "working directory; made by `slime-rl model convert`, or at the run's start)")
-    dtype: str = Field("float32", pattern="^(auto|float32|bfloat16|float16)$",
-                       description="trainer and CPU-engine precision; bfloat16 trains mixed-precision (Megatron keeps "
-                                   "float32 main weights in the optimizer), the engine holds bfloat16 weights; auto: "
-                                   "bfloat16 where this machine's GPU or CPU computes it natively, else float32")
+    path: Path = Field(
+        Path(DEFAULT_NAME),
+        validate_default=True,
+        description="HF safetensors folder, or the name of a model the model store makes "
+        "(SmolLM2-135M-Instruct: its folder in ~/.cache/slime-rl/models, the same from any "
+        "working directory; made by `slime-rl model convert`, or at the run's start)",
+    )
+    dtype: str = Field(
+        "float32",
+        pattern="^(auto|float32|bfloat16|float16)$",
+        description="trainer and CPU-engine precision; bfloat16 trains mixed-precision (Megatron keeps "
+        "float32 main weights in the optimizer), the engine holds bfloat16 weights; auto: "
+        "bfloat16 where this machine's GPU or CPU computes it natively, else float32",
+    )
 
     @field_validator("path")
     @classmethod

@@ -13,5 +13,7 @@ class RelayConfig(Section):
     fanout: int = Field(2, ge=1, description="children per relay in the fan-out tree")
     keep_versions: int = Field(2, ge=1)
     transport: Literal["auto", "http"] = Field(
-        "auto", description="auto: engines on the syncer's machine load each version from a file in /dev/shm "
-        "(/update_weights_from_disk), others get it over HTTP; http: always one body to /update_weights_from_tensor")
+        "auto",
+        description="auto: engines on the syncer's machine load each version from a file in /dev/shm "
+        "(/update_weights_from_disk), others get it over HTTP; http: always one body to /update_weights_from_tensor",
+    )

@@ -19,6 +19,9 @@ class SandboxConfig(Section):
     output_cap_bytes: int = Field(64 * 1024, ge=256)
     concurrency: int = Field(2, ge=1, description="runs at once in the sandbox service")
     warm_pool: int = Field(2, ge=0, description="bwrap: sandboxes started ahead of need (hides their start-up)")
-    uid_base: int = Field(200_000, ge=1000, description="bwrap: each run gets its own uid from this range, so "
-                                                        "process limits are per run, not shared")
+    uid_base: int = Field(
+        200_000,
+        ge=1000,
+        description="bwrap: each run gets its own uid from this range, so process limits are per run, not shared",
+    )
     uid_count: int = Field(4096, ge=1)

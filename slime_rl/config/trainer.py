@@ -21,9 +21,16 @@ class TrainerConfig(Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)
     max_steps: int = Field(20, ge=1)
-    micro_batch_tokens: int = Field(1024, ge=16, description="token budget of one packed micro-batch (attention is materialised: memory grows with its square)")
-    share_prompt_prefix: bool = Field(True, description="pack a group's members as branches of one shared prompt "
-                                      "(same logprobs, fewer tokens when prompts are long against responses)")
+    micro_batch_tokens: int = Field(
+        1024,
+        ge=16,
+        description="token budget of one packed micro-batch (attention is materialised: memory grows with its square)",
+    )
+    share_prompt_prefix: bool = Field(
+        True,
+        description="pack a group's members as branches of one shared prompt "
+        "(same logprobs, fewer tokens when prompts are long against responses)",
+    )
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     use_distributed_optimizer: bool = False
     reset_optimizer_on_push: bool = False

@@ -1,4 +1,5 @@
 """Metric records -> what the dashboard shows. Pure: fed records, asked for a snapshot; no server, no Redis."""
+
 from __future__ import annotations
 
 from collections import Counter, deque
@@ -36,8 +37,17 @@ class Aggregator:
             self._point(f"rollout_tps:{rec.get('engine', '?')}", t, rec.get("tokens_per_s"))
             self._point("rollout_reward", t, rec.get("reward_mean"))
         elif kind == "trainer":
-            for key in ("reward_mean", "masked_frac", "step_time_s", "tokens_per_s", "loss", "logp_diff_mean",
-                        "version", "grad_norm", "clip_frac"):
+            for key in (
+                "reward_mean",
+                "masked_frac",
+                "step_time_s",
+                "tokens_per_s",
+                "loss",
+                "logp_diff_mean",
+                "version",
+                "grad_norm",
+                "clip_frac",
+            ):
                 self._point(f"trainer_{key}", t, rec.get(key))
             for lag, count in (rec.get("staleness_hist") or {}).items():
                 self.staleness[str(lag)] += int(count)
@@ -57,9 +67,25 @@ class Aggregator:
         elif kind == "eval":
             self._point("eval_reward", t, rec.get("reward_mean"))
         elif kind == "trajectory":
-            self.trajectories.appendleft({k: rec.get(k) for k in (
-                "id", "group_id", "env", "status", "reward", "length", "text", "prompt_ids", "response_ids",
-                "loss_mask", "versions", "t")})
+            self.trajectories.appendleft(
+                {
+                    k: rec.get(k)
+                    for k in (
+                        "id",
+                        "group_id",
+                        "env",
+                        "status",
+                        "reward",
+                        "length",
+                        "text",
+                        "prompt_ids",
+                        "response_ids",
+                        "loss_mask",
+                        "versions",
+                        "t",
+                    )
+                }
+            )
 
     def rates(self) -> dict[str, float]:
         """Per-second rates over the last minute of cumulative series (tokens/s, trajectories/s, ...)."""
@@ -74,13 +100,20 @@ class Aggregator:
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        return {"records": self.records, "latest": dict(self.latest), "rates": self.rates(),
-                "series": {k: list(v) for k, v in self.series.items()},
-                "staleness_hist": dict(sorted(self.staleness.items(), key=lambda kv: int(kv[0]))),
-                "engine_versions": dict(self.engine_versions), "sync_s": dict(self.sync_s),
-                "totals": dict(self.totals),
-                "trajectories": [{k: v for k, v in tr.items() if k not in ("prompt_ids", "response_ids", "loss_mask",
-                                                                            "versions")} for tr in self.trajectories]}
+        return {
+            "records": self.records,
+            "latest": dict(self.latest),
+            "rates": self.rates(),
+            "series": {k: list(v) for k, v in self.series.items()},
+            "staleness_hist": dict(sorted(self.staleness.items(), key=lambda kv: int(kv[0]))),
+            "engine_versions": dict(self.engine_versions),
+            "sync_s": dict(self.sync_s),
+            "totals": dict(self.totals),
+            "trajectories": [
+                {k: v for k, v in tr.items() if k not in ("prompt_ids", "response_ids", "loss_mask", "versions")}
+                for tr in self.trajectories
+            ],
+        }
 
     def trajectory(self, traj_id: str) -> dict[str, Any] | None:
         return next((t for t in self.trajectories if t["id"] == traj_id), None)

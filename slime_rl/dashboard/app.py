@@ -1,6 +1,7 @@
 """The live dashboard: a page with charts fed by server-sent events, a JSON API, Prometheus /metrics, and
 token-protected control actions (pause/resume rollouts, checkpoint) written to the run's control stream. One
 dashboard serves one run: it reads and writes only that run's keys (RunKeys)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -92,9 +93,14 @@ def create_app(redis_url: str, keys: RunKeys, run_dir: str | Path | None = None,
     @app.get("/api/summary")
     async def summary():
         snap = feed.snapshot()
-        return {"latest": snap["latest"], "rates": snap["rates"], "totals": snap["totals"],
-                "engine_versions": snap["engine_versions"], "records": snap["records"],
-                "controls_enabled": token is not None}
+        return {
+            "latest": snap["latest"],
+            "rates": snap["rates"],
+            "totals": snap["totals"],
+            "engine_versions": snap["engine_versions"],
+            "records": snap["records"],
+            "controls_enabled": token is not None,
+        }
 
     @app.get("/api/series")
     async def series():
@@ -114,10 +120,14 @@ def create_app(redis_url: str, keys: RunKeys, run_dir: str | Path | None = None,
         tok = tokenizer_box["tok"]
         text = (lambda i: tok.decode([i])) if tok else str
         tokens = [{"id": i, "text": text(i), "mask": None} for i in tr.get("prompt_ids") or []]
-        tokens += [{"id": i, "text": text(i), "mask": m, "version": v}
-                   for i, m, v in zip(tr.get("response_ids") or [], tr.get("loss_mask") or [], tr.get("versions") or [])]
-        return {**{k: v for k, v in tr.items() if k not in ("prompt_ids", "response_ids", "loss_mask")},
-                "tokens": tokens}
+        tokens += [
+            {"id": i, "text": text(i), "mask": m, "version": v}
+            for i, m, v in zip(tr.get("response_ids") or [], tr.get("loss_mask") or [], tr.get("versions") or [])
+        ]
+        return {
+            **{k: v for k, v in tr.items() if k not in ("prompt_ids", "response_ids", "loss_mask")},
+            "tokens": tokens,
+        }
 
     @app.get("/api/stream")
     async def stream():
@@ -125,6 +135,7 @@ def create_app(redis_url: str, keys: RunKeys, run_dir: str | Path | None = None,
             while True:
                 yield f"data: {json.dumps(feed.snapshot())}\n\n"
                 await asyncio.sleep(1.0)
+
         return StreamingResponse(events(), media_type="text/event-stream")
 
     @app.get("/metrics")
@@ -160,24 +171,39 @@ class DashboardHandle:
         self.thread.join(timeout=10)
 
 
-def start_dashboard(redis_url: str, keys: RunKeys, run_dir: str | Path | None = None, host: str = "127.0.0.1",
-                    port: int = 0, token: str | None = None) -> DashboardHandle:
+def start_dashboard(
+    redis_url: str,
+    keys: RunKeys,
+    run_dir: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+) -> DashboardHandle:
     """Serve in a background thread of this process; returns once it accepts connections."""
     import uvicorn
 
     from ..net import free_port, wait_for_port
 
     port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(create_app(redis_url, keys, run_dir, token), host=host, port=port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(redis_url, keys, run_dir, token), host=host, port=port, log_level="warning", access_log=False
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True, name="dashboard")
     thread.start()
     wait_for_port(host, port, timeout=30)
     return DashboardHandle(f"http://{host}:{port}/", server, thread)
 
 
-def serve(redis_url: str, keys: RunKeys, run_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 8365,
-          token: str | None = None) -> None:
+def serve(
+    redis_url: str,
+    keys: RunKeys,
+    run_dir: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8365,
+    token: str | None = None,
+) -> None:
     import uvicorn
 
     print(f"dashboard of run {keys.run_id}: http://{host}:{port}/")

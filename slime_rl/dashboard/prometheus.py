@@ -1,4 +1,5 @@
 """Prometheus exposition of the dashboard's latest values (a fresh registry per scrape: values are snapshots)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,13 +1,23 @@
 """BENCHMARKS.md is generated from the result files alone: targets judged, missing benchmarks named."""
+
 import json
 
 from slime_rl.bench.report import TARGETS, load_results, plot_targets, render, scalars, write_report
 
 
 def _write(d, name, **fields):
-    (d / f"{name}.json").write_text(json.dumps({"benchmark": name, "quick": False, "started_at": 0.0,
-                                                "wall_s": 1.5, "machine": {"cpus": 2, "python": "3.11"},
-                                                **fields}))
+    (d / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "benchmark": name,
+                "quick": False,
+                "started_at": 0.0,
+                "wall_s": 1.5,
+                "machine": {"cpus": 2, "python": "3.11"},
+                **fields,
+            }
+        )
+    )
 
 
 def test_targets_are_judged_in_both_directions(tmp_path):
@@ -44,8 +54,14 @@ def test_no_chart_without_measurements(tmp_path):
 
 def test_quick_results_are_marked_and_row_tables_rendered(tmp_path):
     _write(tmp_path, "relay", quick=True, propagation_vs_bound=1.7)
-    _write(tmp_path, "ablation", table=[{"tau": 0, "loss": "none", "heldout_reward": 0.8125, "hist": {"0": 1}},
-                                        {"tau": 4, "loss": "bilateral", "heldout_reward": 0.75, "hist": {}}])
+    _write(
+        tmp_path,
+        "ablation",
+        table=[
+            {"tau": 0, "loss": "none", "heldout_reward": 0.8125, "hist": {"0": 1}},
+            {"tau": 4, "loss": "bilateral", "heldout_reward": 0.75, "hist": {}},
+        ],
+    )
     md = render(load_results(tmp_path))
     assert "| relay | `propagation_vs_bound` | <= 2 | 1.7 (quick) | yes |" in md
     assert "| tau | loss | heldout_reward |" in md and "| 4 | bilateral | 0.75 |" in md

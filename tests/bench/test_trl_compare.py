@@ -1,11 +1,22 @@
 """bench trl: the pieces that make the comparison fair, checked on CPU without training either side."""
+
 import json
 
 import pytest
 
-from slime_rl.bench.trl_compare import (LoadSampler, bench_config, compare, distinct_prompts, env_reward,
-                                        greedy_eval, prompt_rows, reward_delta_se, single_turn_env,
-                                        slime_train_window, trl_args)
+from slime_rl.bench.trl_compare import (
+    LoadSampler,
+    bench_config,
+    compare,
+    distinct_prompts,
+    env_reward,
+    greedy_eval,
+    prompt_rows,
+    reward_delta_se,
+    single_turn_env,
+    slime_train_window,
+    trl_args,
+)
 from slime_rl_examples.math_env import ArithmeticEnv
 
 SAMPLE = {"id": "1-0", "question": "What is 3 + 4?", "answer": "7"}
@@ -55,10 +66,13 @@ def test_trl_accepts_the_config(cfg, tmp_path):
 
 
 def test_slime_window_runs_from_the_first_eval_to_the_last_step(tmp_path):
-    lines = [{"t": 100.0, "kind": "eval", "step": 0}, {"t": 101.0, "kind": "rollout"},
-             {"t": 110.0, "kind": "trainer", "step": 1, "step_time_s": 4.0},
-             {"t": 125.0, "kind": "trainer", "step": 2, "step_time_s": 5.0},
-             {"t": 160.0, "kind": "eval", "step": 2}]
+    lines = [
+        {"t": 100.0, "kind": "eval", "step": 0},
+        {"t": 101.0, "kind": "rollout"},
+        {"t": 110.0, "kind": "trainer", "step": 1, "step_time_s": 4.0},
+        {"t": 125.0, "kind": "trainer", "step": 2, "step_time_s": 5.0},
+        {"t": 160.0, "kind": "eval", "step": 2},
+    ]
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     wall, steps = slime_train_window(path)
@@ -116,10 +130,11 @@ def test_greedy_eval_scores_what_the_model_says_to_each_prompt_alone(tiny_model_
     samples = [{"id": str(i), "question": f"What is {i} + {i * 3}?", "answer": "0"} for i in range(3)]
     alone = {}
     for s in samples:
-        ids = tok.apply_chat_template(env.prompt(s), add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)["input_ids"]
+        ids = tok.apply_chat_template(env.prompt(s), add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+            "input_ids"
+        ]
         out = model.generate(ids, do_sample=False, max_new_tokens=6, pad_token_id=tok.pad_token_id)
-        alone[s["question"]] = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        alone[s["question"]] = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     result = greedy_eval(model, tok, env, samples, max_new_tokens=6, batch_size=2)
     assert result["samples"] == 3 and result["reward_mean"] == 0.0 and 1 <= result["response_len_mean"] <= 6
     assert env.replies == alone and all(alone.values())

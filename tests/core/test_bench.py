@@ -1,4 +1,5 @@
 """Benchmarks run and write the keys their issues ask for (quick workloads; the numbers are not asserted)."""
+
 import json
 
 from slime_rl.bench import BENCHMARKS, run_benchmark

@@ -1,5 +1,6 @@
 """The Redis trajectory buffer against a real redis-server: exactly-once, reclaim, durability, dead letters,
 backpressure. Producers and consumers run in separate processes where the property is about processes."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -25,9 +26,19 @@ KEYS = RunKeys("test-run")
 
 def make_group(tag: str, n: int = 2, tokens: int = 8) -> TrajectoryGroup:
     gid = f"g-{tag}"
-    trajs = [Trajectory(id=f"t-{tag}-{i}", group_id=gid, prompt_ids=[1, 2], response_ids=[3] * tokens,
-                        loss_mask=[1] * tokens, rollout_logprobs=[-0.5] * tokens, versions=[0] * tokens,
-                        reward=float(i)) for i in range(n)]
+    trajs = [
+        Trajectory(
+            id=f"t-{tag}-{i}",
+            group_id=gid,
+            prompt_ids=[1, 2],
+            response_ids=[3] * tokens,
+            loss_mask=[1] * tokens,
+            rollout_logprobs=[-0.5] * tokens,
+            versions=[0] * tokens,
+            reward=float(i),
+        )
+        for i in range(n)
+    ]
     return TrajectoryGroup(group_id=gid, trajectories=trajs)
 
 
@@ -205,13 +216,6 @@ def test_backpressure_times_out_with_a_clear_error(redis_url):
     buf.put(make_group("a"))
     with pytest.raises(BufferFullError, match="high-water mark"):
         buf.put(make_group("b"), timeout=0.3)
-
-
-def test_policy_version_round_trip(redis_url):
-    buf = TrajectoryBuffer(BufferConfig(), redis_url, keys=KEYS)
-    assert buf.policy_version() == 0
-    buf.set_policy_version(7)
-    assert TrajectoryBuffer(BufferConfig(), redis_url, keys=KEYS).policy_version() == 7
 
 
 def test_restarted_consumer_rereads_its_pending_entries_once_each(redis_url):

@@ -1,4 +1,5 @@
 """A producer's prompt progress stored in the buffer with its XADD (real redis-server with AOF)."""
+
 from __future__ import annotations
 
 import redis
@@ -14,8 +15,15 @@ KEYS = RunKeys("progress-run")
 
 def group(tag: str) -> TrajectoryGroup:
     gid = f"g-{tag}"
-    t = Trajectory(id=f"t-{tag}", group_id=gid, prompt_ids=[1], response_ids=[2], loss_mask=[1],
-                   rollout_logprobs=[-0.5], versions=[0])
+    t = Trajectory(
+        id=f"t-{tag}",
+        group_id=gid,
+        prompt_ids=[1],
+        response_ids=[2],
+        loss_mask=[1],
+        rollout_logprobs=[-0.5],
+        versions=[0],
+    )
     return TrajectoryGroup(group_id=gid, trajectories=[t])
 
 

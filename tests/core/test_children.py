@@ -1,6 +1,7 @@
 """A forked child dies with the process that forked it once die_with_parent_on_fork is on (and, without it, lives
 on: the failure the trainer had when killed during a checkpoint, with Megatron's forked writers keeping Ray's
 connection open)."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from proc_helpers import alive, wait_gone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")

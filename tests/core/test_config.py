@@ -20,14 +20,17 @@ def test_yaml_and_dotted_overrides(tmp_path):
     assert cfg.rollout.sampling.temperature == 0.7
 
 
-@pytest.mark.parametrize("override, path, words", [
-    ("trainer.lrr=1e-6", "trainer.lrr", "unknown key"),
-    ("rollout.group_size=many", "rollout.group_size", "integer"),
-    ("trainer.lr=-1", "trainer.lr", "greater than 0"),
-    ("loss.kind=ppo2", "loss.kind", "bilateral"),
-    ("loss.eps_low=1.5", "loss.eps_low", "less than 1"),
-    ("rollout.sampling.top_p=1.5", "rollout.sampling.top_p", "less than or equal"),
-])
+@pytest.mark.parametrize(
+    "override, path, words",
+    [
+        ("trainer.lrr=1e-6", "trainer.lrr", "unknown key"),
+        ("rollout.group_size=many", "rollout.group_size", "integer"),
+        ("trainer.lr=-1", "trainer.lr", "greater than 0"),
+        ("loss.kind=ppo2", "loss.kind", "bilateral"),
+        ("loss.eps_low=1.5", "loss.eps_low", "less than 1"),
+        ("rollout.sampling.top_p=1.5", "rollout.sampling.top_p", "less than or equal"),
+    ],
+)
 def test_bad_values_name_the_dotted_path(override, path, words):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])

@@ -1,5 +1,6 @@
 """A config names the model; the name means the model store's folder from any working directory (a `ray job submit`
 job runs in an uploaded copy of the project without `.cache/`)."""
+
 from __future__ import annotations
 
 from pathlib import Path

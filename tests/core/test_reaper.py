@@ -1,5 +1,6 @@
 """A guarded process's descendants end with it even when they were reparented to init (as Ray's agents are when
 their raylet dies), and without the guard such a process lives on: the control shows the test can fail."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from proc_helpers import alive, wait_gone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

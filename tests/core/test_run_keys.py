@@ -1,10 +1,12 @@
 """Run isolation: each run's Redis names come from its id, two ids never share a key, the id survives a resume,
 and two buffers with different ids on one Redis see nothing of each other."""
+
 from __future__ import annotations
 
 import itertools
 
 import pytest
+from test_buffer import make_group
 from typer.testing import CliRunner
 
 from slime_rl.buffer import TrajectoryBuffer
@@ -12,8 +14,7 @@ from slime_rl.cli import app
 from slime_rl.config import BufferConfig, ConfigError, dump_config, load_config
 from slime_rl.metrics import MetricsSink, read_metrics
 from slime_rl.run_keys import RunKeys, new_run_id
-
-from test_buffer import make_group
+from slime_rl.staleness import PolicyVersion
 
 # ids that are prefixes, near-copies or suffix-extensions of each other
 IDS = ["a", "ab", "a-b", "a.b", "a_b", "a-traj", "run-1", "run-10", "run-1-traj", "A"]
@@ -70,13 +71,13 @@ def test_two_runs_on_one_redis_see_nothing_of_each_other(redis_url, tmp_path):
     buf_b = TrajectoryBuffer(cfg, redis_url, consumer="trainer-0", keys=b)  # same consumer and group names
     buf_a.put_many([make_group("a0"), make_group("a1")])
     buf_b.put(make_group("b0"))
-    buf_a.set_policy_version(5)
+    PolicyVersion(buf_a.r, a).set(5)
     got_a, got_b = buf_a.read(10, block_ms=100), buf_b.read(10, block_ms=100)
     assert sorted(e.group.group_id for e in got_a) == ["g-a0", "g-a1"]
     assert [e.group.group_id for e in got_b] == ["g-b0"]
     buf_a.ack(got_a)
     assert not buf_b.is_trained("t-a0-0") and buf_a.is_trained("t-a0-0")
-    assert buf_b.policy_version() == 0
+    assert PolicyVersion(buf_b.r, b).get() == 0
     assert (buf_a.stats().produced, buf_a.stats().consumed) == (2, 2)
     assert (buf_b.stats().produced, buf_b.stats().consumed, buf_b.stats().pending) == (1, 0, 1)
 

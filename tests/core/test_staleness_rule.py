@@ -1,4 +1,5 @@
 """The staleness rule and the published policy version: one owner, asked by the workers, partials and trainer."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """SIGTERM and SIGINT stop a process in order (its `finally` runs), and still stop it when that orderly stop hangs:
 after the grace period, or at once on a second signal."""
+
 from __future__ import annotations
 
 import signal

@@ -5,8 +5,16 @@ from slime_rl.trajectory import Status, Trajectory, TrajectoryError, TrajectoryG
 
 
 def make_traj(group_id="g", n=5, **kw):
-    return Trajectory(group_id=group_id, prompt_ids=[1, 2, 3], response_ids=list(range(10, 10 + n)),
-                      loss_mask=[1] * n, rollout_logprobs=[-0.25] * n, versions=[3] * n, reward=1.0, **kw)
+    return Trajectory(
+        group_id=group_id,
+        prompt_ids=[1, 2, 3],
+        response_ids=list(range(10, 10 + n)),
+        loss_mask=[1] * n,
+        rollout_logprobs=[-0.25] * n,
+        versions=[3] * n,
+        reward=1.0,
+        **kw,
+    )
 
 
 def test_round_trip_is_exact_and_compact():
@@ -20,16 +28,23 @@ def test_round_trip_is_exact_and_compact():
 
 
 def test_first_version_skips_observation_tokens():
-    traj = Trajectory(group_id="g", prompt_ids=[1], response_ids=[5, 6, 7], loss_mask=[0, 1, 1],
-                      rollout_logprobs=[0.0, -1.0, -1.0], versions=[-1, 4, 5])
+    traj = Trajectory(
+        group_id="g",
+        prompt_ids=[1],
+        response_ids=[5, 6, 7],
+        loss_mask=[0, 1, 1],
+        rollout_logprobs=[0.0, -1.0, -1.0],
+        versions=[-1, 4, 5],
+    )
     assert traj.first_version == 4
     assert traj.trainable
 
 
 def test_misaligned_arrays_name_the_field():
     with pytest.raises(ValueError, match="rollout_logprobs has 1 entries"):
-        Trajectory(group_id="g", prompt_ids=[1], response_ids=[2, 3], loss_mask=[1, 1], rollout_logprobs=[0.0],
-                   versions=[0, 0])
+        Trajectory(
+            group_id="g", prompt_ids=[1], response_ids=[2, 3], loss_mask=[1, 1], rollout_logprobs=[0.0], versions=[0, 0]
+        )
 
 
 def test_group_id_mismatch_rejected():

@@ -1,4 +1,5 @@
 """The progress watchdog: consecutive batches without a trainable group, silence, the cause in the message."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,10 +22,21 @@ class Clock:
 
 def batch(groups: int, size: int, trainable: int, failures: dict[str, int] | None = None) -> BatchStats:
     failed = sum((failures or {}).values())
-    return BatchStats(groups=groups, samples=groups * size, trainable_groups=trainable, kept=groups * size - failed,
-                      kept_groups=trainable, padded=0, dropped_stale=0, dropped_invalid=failed, dropped_with_group=0,
-                      dropped_groups=groups - trainable, failure_reasons=failures or {}, reward_mean=0.0,
-                      response_len_mean=4.0)
+    return BatchStats(
+        groups=groups,
+        samples=groups * size,
+        trainable_groups=trainable,
+        kept=groups * size - failed,
+        kept_groups=trainable,
+        padded=0,
+        dropped_stale=0,
+        dropped_invalid=failed,
+        dropped_with_group=0,
+        dropped_groups=groups - trainable,
+        failure_reasons=failures or {},
+        reward_mean=0.0,
+        response_len_mean=4.0,
+    )
 
 
 def failed_batch(groups: int = 2, size: int = 4, reason: str = NO_REWARD) -> BatchStats:
@@ -76,8 +88,16 @@ def test_describe_failures_lists_the_most_frequent_reasons_first():
 
 def traj(status: Status, mask: list[int], reason: str | None = None) -> Trajectory:
     n = len(mask)
-    return Trajectory(group_id="g", prompt_ids=[1], response_ids=[5] * n, loss_mask=mask, rollout_logprobs=[0.0] * n,
-                      versions=[0] * n, status=status, metadata={"reason": reason} if reason else {})
+    return Trajectory(
+        group_id="g",
+        prompt_ids=[1],
+        response_ids=[5] * n,
+        loss_mask=mask,
+        rollout_logprobs=[0.0] * n,
+        versions=[0] * n,
+        status=status,
+        metadata={"reason": reason} if reason else {},
+    )
 
 
 def test_trainable_group_is_defined_by_how_its_episodes_ended():
@@ -94,7 +114,9 @@ def test_the_staleness_filter_counts_trainable_groups_and_failure_reasons():
     from slime_rl.trainer.train_step import plan_step
 
     failed = [traj(Status.FAILED, [1], "KeyError: 'answer'")] * 2
-    groups = [TrajectoryGroup(group_id="g", trajectories=failed),
-              TrajectoryGroup(group_id="g", trajectories=[traj(Status.COMPLETED, [1])] * 2)]
+    groups = [
+        TrajectoryGroup(group_id="g", trajectories=failed),
+        TrajectoryGroup(group_id="g", trajectories=[traj(Status.COMPLETED, [1])] * 2),
+    ]
     report = plan_step(groups, version=0, cfg=load_config(None, [])).report.metrics()
     assert report["trainable_groups"] == 1 and report["failure_reasons"] == {"KeyError: 'answer'": 2}

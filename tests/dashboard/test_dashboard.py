@@ -1,4 +1,5 @@
 """Dashboard: API and Prometheus against a real Redis fed through MetricsSink, and a real headless Chromium."""
+
 from __future__ import annotations
 
 import time
@@ -19,16 +20,49 @@ KEYS = RunKeys("dashboard-test")
 
 
 def feed(sink: MetricsSink, step: int) -> None:
-    sink.log("rollout", {"engine": "http://e0", "tokens": 100, "tokens_per_s": 50.0 + step, "trajectories": 4,
-                         "groups": 1, "reward_mean": 0.25})
-    sink.log("trainer", {"version": step, "reward_mean": 0.2 + 0.1 * step, "masked_frac": 0.05, "step_time_s": 2.0,
-                         "tokens_per_s": 400.0, "loss": 0.1, "staleness_hist": {"0": 3, "1": 1}}, step=step)
+    sink.log(
+        "rollout",
+        {
+            "engine": "http://e0",
+            "tokens": 100,
+            "tokens_per_s": 50.0 + step,
+            "trajectories": 4,
+            "groups": 1,
+            "reward_mean": 0.25,
+        },
+    )
+    sink.log(
+        "trainer",
+        {
+            "version": step,
+            "reward_mean": 0.2 + 0.1 * step,
+            "masked_frac": 0.05,
+            "step_time_s": 2.0,
+            "tokens_per_s": 400.0,
+            "loss": 0.1,
+            "staleness_hist": {"0": 3, "1": 1},
+        },
+        step=step,
+    )
     sink.log("buffer", {"depth": 5 + step, "pending": 2, "produced": 10, "consumed": 8, "dead_lettered": 0})
     sink.log("relay", {"version": step, "engine_versions": {"http://e0": step}, "sync_s": {"http://e0": 0.5}})
     sink.log("sandbox", {"executions": 3, "failures": 1, "latency_s_mean": 0.1})
-    sink.log("trajectory", {"id": f"traj-{step}", "group_id": "g", "env": "arithmetic", "status": "completed",
-                            "reward": 1.0, "length": 3, "text": "3 + 4 = 7", "prompt_ids": [1, 2],
-                            "response_ids": [10, 11, 12], "loss_mask": [1, 0, 1], "versions": [step, -1, step]})
+    sink.log(
+        "trajectory",
+        {
+            "id": f"traj-{step}",
+            "group_id": "g",
+            "env": "arithmetic",
+            "status": "completed",
+            "reward": 1.0,
+            "length": 3,
+            "text": "3 + 4 = 7",
+            "prompt_ids": [1, 2],
+            "response_ids": [10, 11, 12],
+            "loss_mask": [1, 0, 1],
+            "versions": [step, -1, step],
+        },
+    )
 
 
 def wait_records(url: str, n: int, timeout: float = 10.0) -> dict:
@@ -71,7 +105,10 @@ def test_api_prometheus_and_controls(redis_url):
         assert 'slime_staleness_trajectories{lag="0"} 6.0' in prom
         r = redis.Redis.from_url(redis_url)
         assert httpx.post(f"{dash.url}api/control/checkpoint").status_code == 401
-        assert httpx.post(f"{dash.url}api/control/checkpoint", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            httpx.post(f"{dash.url}api/control/checkpoint", headers={"Authorization": "Bearer wrong"}).status_code
+            == 401
+        )
         assert r.xlen(KEYS.control) == 0
         ok = httpx.post(f"{dash.url}api/control/pause_rollout", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200 and r.xrange(KEYS.control)[0][1][b"action"] == b"pause_rollout"
@@ -115,9 +152,18 @@ def test_page_renders_live_charts_and_trajectory_viewer(redis_url):
     OUT.mkdir(exist_ok=True)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(dash.url)
             page.wait_for_function("window.dashboardState.snapshots > 0 && window.dashboardState.last.records >= 6")
@@ -132,7 +178,9 @@ def test_page_renders_live_charts_and_trajectory_viewer(redis_url):
             page.wait_for_selector("#viewer:not([hidden])")
             assert page.locator("#tokens .tok.m1").count() == 2 and page.locator("#tokens .tok.m0").count() == 1
             page.click("button[data-action=checkpoint]")  # no token typed: refused
-            page.wait_for_function("document.querySelector('[data-testid=control-result]').textContent.includes('refused')")
+            page.wait_for_function(
+                "document.querySelector('[data-testid=control-result]').textContent.includes('refused')"
+            )
             page.screenshot(path=str(OUT / "dashboard.png"), full_page=True)
             browser.close()
     finally:

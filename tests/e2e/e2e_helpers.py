@@ -1,4 +1,6 @@
-"""End-to-end helpers (imported by the e2e tests): run `slime-rl train` as a real subprocess (its own Ray, Redis, engines) on a tiny model."""
+"""End-to-end helpers (imported by the e2e tests): run `slime-rl train` as a real subprocess (its own Ray, Redis,
+engines) on a tiny model."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +15,16 @@ SLIME = str(Path(sys.executable).parent / "slime-rl")
 
 def tiny_overrides(model: Path, run_dir: Path, **extra: object) -> list[str]:
     base = {
-        "model.path": str(model), "run_dir": str(run_dir), "dashboard.enabled": "false",
-        "trainer.max_steps": 3, "trainer.lr": 1e-4, "rollout.group_size": 2, "rollout.groups_per_step": 2,
-        "rollout.sampling.max_new_tokens": 8, "engines.num_engines": 1, "eval_samples": 4,
+        "model.path": str(model),
+        "run_dir": str(run_dir),
+        "dashboard.enabled": "false",
+        "trainer.max_steps": 3,
+        "trainer.lr": 1e-4,
+        "rollout.group_size": 2,
+        "rollout.groups_per_step": 2,
+        "rollout.sampling.max_new_tokens": 8,
+        "engines.num_engines": 1,
+        "eval_samples": 4,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
@@ -24,8 +33,9 @@ def tiny_overrides(model: Path, run_dir: Path, **extra: object) -> list[str]:
 def run_train(args: list[str], timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("RAY_ADDRESS", None)
-    return subprocess.run([SLIME, "train", *args], cwd=REPO, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [SLIME, "train", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def read_summary(run_dir: Path) -> dict:
@@ -35,16 +45,16 @@ def read_summary(run_dir: Path) -> dict:
 def start_train(args: list[str], log_path: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([SLIME, "train", *args], cwd=REPO, env=env, stdout=open(log_path, "w"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [SLIME, "train", *args], cwd=REPO, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT
+    )
 
 
 def trainer_steps(run_dir: Path) -> int:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return 0
-    steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines()
-             if '"kind": "trainer"' in line]
+    steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines() if '"kind": "trainer"' in line]
     return max(steps, default=0)
 
 
@@ -69,8 +79,9 @@ def audit(run_dir: Path) -> list[dict]:
 
 def dashboard_url(log_path: Path) -> str:
     """The dashboard URL a run printed at start."""
-    return next(line.split("dashboard: ")[1].strip() for line in log_path.read_text().splitlines()
-                if "dashboard: " in line)
+    return next(
+        line.split("dashboard: ")[1].strip() for line in log_path.read_text().splitlines() if "dashboard: " in line
+    )
 
 
 def metrics_records(run_dir: Path, kind: str | None = None) -> list[dict]:

@@ -1,5 +1,6 @@
 """An environment factory that leaves a mark when it is built and when it is closed, for the end-to-end check that a
 run closes every worker's factory (imported by the run's processes through PYTHONPATH)."""
+
 from __future__ import annotations
 
 import os

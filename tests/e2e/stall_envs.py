@@ -1,5 +1,6 @@
 """Environments and reward functions that make every sample fail, for the watchdog's end-to-end tests (imported by
 the run's processes through PYTHONPATH)."""
+
 from __future__ import annotations
 
 from typing import Any

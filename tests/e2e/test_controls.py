@@ -1,4 +1,5 @@
 """Dashboard control actions reach a running job: pause rollouts, resume, checkpoint (token required)."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ import time
 
 import httpx
 import pytest
-
 from e2e_helpers import dashboard_url, read_summary, start_train, tiny_overrides, wait_for_step
 
 
@@ -15,8 +15,12 @@ def test_pause_resume_and_checkpoint_from_the_dashboard(math_config, tiny_model_
     run_dir = tmp_path / "run"
     # 12 steps: paused after step 1-3, the trainer can run at most tau + 1 = 3 steps ahead on what is already in
     # the buffer, so the run cannot finish (and take the dashboard down) before it is resumed
-    args = [math_config, *tiny_overrides(tiny_model_path, run_dir, **{
-        "trainer.max_steps": 12, "dashboard.enabled": "true", "dashboard.token": "tok"})]
+    args = [
+        math_config,
+        *tiny_overrides(
+            tiny_model_path, run_dir, **{"trainer.max_steps": 12, "dashboard.enabled": "true", "dashboard.token": "tok"}
+        ),
+    ]
     proc = start_train(args, tmp_path / "run.log")
     try:
         wait_for_step(run_dir, 1, proc)
@@ -36,8 +40,8 @@ def test_pause_resume_and_checkpoint_from_the_dashboard(math_config, tiny_model_
     assert read_summary(run_dir)["final_version"] == 12
     assert control_actions(run_dir) == ["pause_rollout", "checkpoint", "resume_rollout"]
     kinds = [r["kind"] if r["kind"] != "control" else r["action"] for r in records(run_dir)]
-    paused = kinds[kinds.index("pause_rollout"):kinds.index("resume_rollout")]
-    assert "rollout" not in paused and "trainer" in kinds[kinds.index("resume_rollout"):]  # nothing produced
+    paused = kinds[kinds.index("pause_rollout") : kinds.index("resume_rollout")]
+    assert "rollout" not in paused and "trainer" in kinds[kinds.index("resume_rollout") :]  # nothing produced
     assert (run_dir / "checkpoints" / "latest").exists()
 
 
@@ -60,4 +64,3 @@ def wait_until(condition, proc, timeout: float = 300) -> None:
         assert proc.poll() is None, f"training exited early with {proc.returncode}"
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.2)
-    assert (run_dir / "checkpoints" / "latest").exists()

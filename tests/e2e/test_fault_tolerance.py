@@ -1,4 +1,5 @@
 """Kill parts of a running job and check that it recovers, with no trajectory trained twice and none lost."""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +7,6 @@ import signal
 import time
 
 import pytest
-
 from e2e_helpers import audit, pid_of, read_summary, run_train, start_train, tiny_overrides, wait_for_step
 from proc_helpers import alive, forked_children
 
@@ -14,8 +14,12 @@ from proc_helpers import alive, forked_children
 @pytest.mark.slow
 def test_killed_trainer_resumes_from_checkpoint_exactly_once(math_config, tiny_model_path, tmp_path):
     run_dir = tmp_path / "run"
-    args = [math_config, *tiny_overrides(tiny_model_path, run_dir, **{
-        "trainer.max_steps": 6, "trainer.checkpoint_every": 2, "buffer.high_water": 64})]
+    args = [
+        math_config,
+        *tiny_overrides(
+            tiny_model_path, run_dir, **{"trainer.max_steps": 6, "trainer.checkpoint_every": 2, "buffer.high_water": 64}
+        ),
+    ]
     proc = start_train(args, tmp_path / "first.log")
     try:
         wait_for_step(run_dir, 3, proc)  # step 3 is trained but not yet checkpointed
@@ -43,13 +47,18 @@ def assert_resumes_exactly_once(run_dir, math_config, steps: int) -> None:
 
 
 @pytest.mark.slow
-def test_trainer_killed_while_writing_a_checkpoint_stops_the_run_and_resumes(math_config, tiny_model_path,
-                                                                            tmp_path):
+def test_trainer_killed_while_writing_a_checkpoint_stops_the_run_and_resumes(math_config, tiny_model_path, tmp_path):
     """Killed while Megatron's forked writers are saving: the writers die with it (they hold Ray's connection:
     alive, the run would wait forever for a trainer Ray thinks is alive), the half-written step is ignored."""
     run_dir, steps = tmp_path / "run", 40
-    args = [math_config, *tiny_overrides(tiny_model_path, run_dir, **{
-        "trainer.max_steps": steps, "trainer.checkpoint_every": 1, "buffer.high_water": 64})]
+    args = [
+        math_config,
+        *tiny_overrides(
+            tiny_model_path,
+            run_dir,
+            **{"trainer.max_steps": steps, "trainer.checkpoint_every": 1, "buffer.high_water": 64},
+        ),
+    ]
     proc = start_train(args, tmp_path / "first.log")
     try:
         wait_for_step(run_dir, 1, proc)

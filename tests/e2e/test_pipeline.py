@@ -1,10 +1,10 @@
 """The whole pipeline (Redis, Ray, engine, rollout worker, trainer, relay) on a tiny model, async and sync."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from e2e_helpers import read_summary, run_train, tiny_overrides
 
 

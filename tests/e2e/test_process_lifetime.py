@@ -1,6 +1,7 @@
 """Nothing a run started outlives its launcher, whichever signal ends it: the embedded redis-server, the engines,
 Ray's processes (gcs_server, raylet, agents, the actors' workers) and the run's own helpers. A fresh run also writes
 RUN_DIR/logs/launcher.log."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from e2e_helpers import start_train, tiny_overrides, wait_for_step
 from proc_helpers import alive, descendants, wait_gone
 

@@ -1,6 +1,7 @@
 """The README's cluster commands, run as written: its venv activation and its `ray job submit` line verbatim (only
 the head's address is the test head's, and `trainer.max_steps` and `run_dir` are appended), against a head started
 as the README starts it (venv activated) but on free ports, with the real model the example config names."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e_helpers import REPO
 
 BIN = Path(sys.executable).parent
@@ -35,16 +35,16 @@ def test_readme_job_submit_trains_the_real_model(ray_head, real_model_path, tmp_
     submit = next(line for line in lines if line.startswith("ray job submit"))
     assert README_ADDRESS in submit
     run_dir = tmp_path / "run"
-    command = (f"{activate.split('#')[0].strip()} && {submit.replace(README_ADDRESS, ray_head['address'])} "
-               f"trainer.max_steps=2 run_dir={run_dir}")
+    command = (
+        f"{activate.split('#')[0].strip()} && {submit.replace(README_ADDRESS, ray_head['address'])} "
+        f"trainer.max_steps=2 run_dir={run_dir}"
+    )
     # the client's shell as a new user's: the venv is not on its PATH until the README's own line activates it
-    env = {**ray_head["env"], "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                                                     if p != str(BIN))}
+    env = {**ray_head["env"], "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != str(BIN))}
     env.pop("VIRTUAL_ENV", None)
     started = time.time()
     for _ in range(60):
-        proc = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=1500)
+        proc = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
         out = proc.stdout + proc.stderr
         if "No available agent to submit job" not in out:
             break

@@ -4,9 +4,10 @@ skipped and none is used twice.
 Both runs are made deterministic so the check can be exact: every step consumes the next `groups_per_step` prompts
 of the shuffled order (block j = positions (j-1)*gps .. j*gps-1), which is what a run that is never interrupted does.
 sync: rollout.over_provision=1, so each step pushes exactly the groups it started and no long tail is carried over.
-async: loss.staleness_tau=0, so a worker may run one step ahead only, and the trainer's FIFO read takes exactly
+async: rollout.staleness_tau=0, so a worker may run one step ahead only, and the trainer's FIFO read takes exactly
 the next block; the groups of a block still run side by side and finish in any order.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import signal
 import time
 
 import pytest
-
 from e2e_helpers import audit, pid_of, read_summary, run_train, start_train, tiny_overrides, wait_for_step
 
 from slime_rl.rollout.dataset import PromptDataset
@@ -43,7 +43,7 @@ def expected_blocks(rows: list[dict], steps: int) -> list[set[int]]:
 def consumed_blocks(run_dir) -> list[set[int]]:
     """The prompts the committed steps consumed, in the order the trainer read them, one set per step."""
     prompts = [p for rec in audit(run_dir) for p in rec["prompts"]]
-    return [set(prompts[i:i + GPS]) for i in range(0, len(prompts), GPS)]
+    return [set(prompts[i : i + GPS]) for i in range(0, len(prompts), GPS)]
 
 
 def kill_trainer_then_resume(math_config, args, run_dir, log, kill_at: int, before_kill=None) -> None:
@@ -67,9 +67,21 @@ def test_async_resume_neither_skips_nor_repeats_prompts(math_config, tiny_model_
     (the run is resumed from the step-4 checkpoint and re-reads step 5's groups from the buffer)."""
     run_dir, steps = tmp_path / "run", 8
     rows = write_prompts(tmp_path / "prompts.jsonl", steps * GPS)
-    args = [math_config, *tiny_overrides(tiny_model_path, run_dir, **{
-        "env.dataset": tmp_path / "prompts.jsonl", "rollout.seed": SEED, "rollout.groups_per_step": GPS,
-        "loss.staleness_tau": 0, "trainer.max_steps": steps, "trainer.checkpoint_every": 4})]
+    args = [
+        math_config,
+        *tiny_overrides(
+            tiny_model_path,
+            run_dir,
+            **{
+                "env.dataset": tmp_path / "prompts.jsonl",
+                "rollout.seed": SEED,
+                "rollout.groups_per_step": GPS,
+                "rollout.staleness_tau": 0,
+                "trainer.max_steps": steps,
+                "trainer.checkpoint_every": 4,
+            },
+        ),
+    ]
 
     def kill_rollout_worker(proc) -> None:
         wait_for_step(run_dir, 2, proc)
@@ -88,13 +100,28 @@ def test_async_resume_neither_skips_nor_repeats_prompts(math_config, tiny_model_
 @pytest.mark.slow
 def test_sync_resume_uses_the_prompts_an_uninterrupted_run_would(math_config, tiny_model_path, tmp_path):
     """Two rollout workers (each its own share of the order); the trainer is killed after step 3, the run resumes
-    from the step-2 checkpoint. staleness_tau is wide: a resumed run's engines start again from the base weights."""
+    from the step-2 checkpoint. staleness_tau 0: the resumed run's engines must get the checkpoint's weights before
+    its first rollout, or every group it makes is too stale to train."""
     run_dir, steps = tmp_path / "run", 6
     rows = write_prompts(tmp_path / "prompts.jsonl", 20)
-    args = [math_config, *tiny_overrides(tiny_model_path, run_dir, **{
-        "mode": "sync", "env.dataset": tmp_path / "prompts.jsonl", "rollout.seed": SEED, "rollout.num_workers": 2,
-        "rollout.groups_per_step": GPS, "rollout.over_provision": 1.0, "loss.staleness_tau": 8,
-        "trainer.max_steps": steps, "trainer.checkpoint_every": 2})]
+    args = [
+        math_config,
+        *tiny_overrides(
+            tiny_model_path,
+            run_dir,
+            **{
+                "mode": "sync",
+                "env.dataset": tmp_path / "prompts.jsonl",
+                "rollout.seed": SEED,
+                "rollout.num_workers": 2,
+                "rollout.groups_per_step": GPS,
+                "rollout.over_provision": 1.0,
+                "rollout.staleness_tau": 0,
+                "trainer.max_steps": steps,
+                "trainer.checkpoint_every": 2,
+            },
+        ),
+    ]
     kill_trainer_then_resume(math_config, args, run_dir, tmp_path / "first.log", 3)
     assert read_summary(run_dir)["final_version"] == steps
     assert consumed_blocks(run_dir) == expected_blocks(rows, steps)

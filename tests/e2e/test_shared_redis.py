@@ -1,5 +1,6 @@
 """Two runs at the same time on one external Redis: neither sees the other's trajectories, weights, metrics or
 control actions (each run's keys carry its id)."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,12 @@ import httpx
 import pytest
 import redis
 import yaml
-
 from e2e_helpers import dashboard_url, metrics_records, read_summary, start_train, tiny_overrides, trainer_steps
+
 from slime_rl.run_keys import RunKeys
 
 # different lengths: the last weight version a run announces tells the two apart; both are long enough that a
-# paused run cannot finish on what its buffer already holds (at most loss.staleness_tau + 1 steps)
+# paused run cannot finish on what its buffer already holds (at most rollout.staleness_tau + 1 steps)
 STEPS = {"a": 12, "b": 10}
 AUTH = {"Authorization": "Bearer tok"}
 
@@ -41,9 +42,26 @@ def wait_until(done, procs: dict, what: str, timeout: float = 300) -> None:
 @pytest.mark.slow
 def test_two_runs_on_one_redis_see_nothing_of_each_other(math_config, tiny_model_path, tmp_path, redis_url):
     dirs = {n: tmp_path / n for n in STEPS}
-    procs = {n: start_train([math_config, *tiny_overrides(tiny_model_path, dirs[n], **{
-        "name": f"run-{n}", "buffer.redis_url": redis_url, "trainer.max_steps": STEPS[n],
-        "dashboard.enabled": "true", "dashboard.token": "tok"})], tmp_path / f"{n}.log") for n in STEPS}
+    procs = {
+        n: start_train(
+            [
+                math_config,
+                *tiny_overrides(
+                    tiny_model_path,
+                    dirs[n],
+                    **{
+                        "name": f"run-{n}",
+                        "buffer.redis_url": redis_url,
+                        "trainer.max_steps": STEPS[n],
+                        "dashboard.enabled": "true",
+                        "dashboard.token": "tok",
+                    },
+                ),
+            ],
+            tmp_path / f"{n}.log",
+        )
+        for n in STEPS
+    }
     url = {}
 
     def control(n: str, action: str) -> None:

@@ -1,4 +1,5 @@
 """Weight relay against real engines (tiny model), a real Redis and real Ray actors."""
+
 from __future__ import annotations
 
 import threading
@@ -36,8 +37,11 @@ def perturbed(model_path, scale: float) -> dict[str, torch.Tensor]:
 
 
 def greedy(url: str, n: int = 12) -> dict:
-    body = {"input_ids": PROMPT, "sampling_params": {"max_new_tokens": n, "temperature": 0, "ignore_eos": True},
-            "return_logprob": True}
+    body = {
+        "input_ids": PROMPT,
+        "sampling_params": {"max_new_tokens": n, "temperature": 0, "ignore_eos": True},
+        "return_logprob": True,
+    }
     return httpx.post(f"{url}/generate", json=body, timeout=120).json()
 
 
@@ -45,14 +49,16 @@ def reference_greedy(model_path, weights: dict[str, torch.Tensor], n: int = 12) 
     hf = AutoModelForCausalLM.from_pretrained(model_path)
     hf.load_state_dict(weights, strict=False)
     out = hf.generate(torch.tensor([PROMPT]), max_new_tokens=n, do_sample=False, min_new_tokens=n)
-    return out[0, len(PROMPT):].tolist()
+    return out[0, len(PROMPT) :].tolist()
 
 
 @pytest.mark.parametrize("transport", ["auto", "http"])  # auto: these local engines load from a /dev/shm file
-def test_push_reaches_every_engine_with_exactly_the_trainers_weights(ray_local, redis_url, engines, tiny_model_path,
-                                                                     transport):
-    group = RelayGroup.start(RelayConfig(num_relays=2, fanout=1, transport=transport), redis_url,
-                             [e.url for e in engines], keys=KEYS)
+def test_push_reaches_every_engine_with_exactly_the_trainers_weights(
+    ray_local, redis_url, engines, tiny_model_path, transport
+):
+    group = RelayGroup.start(
+        RelayConfig(num_relays=2, fanout=1, transport=transport), redis_url, [e.url for e in engines], keys=KEYS
+    )
     base = max(group.engine_versions().values())  # the engines are shared by the module: start past their version
     try:
         weights = perturbed(tiny_model_path, 1.05 if transport == "auto" else 1.03)
@@ -80,10 +86,14 @@ def test_generation_in_flight_during_a_swap_finishes_with_switched_versions(ray_
     group = RelayGroup.start(RelayConfig(num_relays=1), redis_url, [engine.url], keys=KEYS)
     try:
         box = {}
-        body = {"input_ids": PROMPT, "sampling_params": {"max_new_tokens": 600, "temperature": 0, "ignore_eos": True},
-                "return_logprob": True}
-        thread = threading.Thread(target=lambda: box.setdefault(
-            "out", httpx.post(f"{engine.url}/generate", json=body, timeout=300).json()))
+        body = {
+            "input_ids": PROMPT,
+            "sampling_params": {"max_new_tokens": 600, "temperature": 0, "ignore_eos": True},
+            "return_logprob": True,
+        }
+        thread = threading.Thread(
+            target=lambda: box.setdefault("out", httpx.post(f"{engine.url}/generate", json=body, timeout=300).json())
+        )
         thread.start()
         while httpx.get(f"{engine.url}/server_info").json()["num_running_reqs"] == 0:
             time.sleep(0.01)

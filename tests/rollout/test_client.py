@@ -1,4 +1,5 @@
 """The engine client: SGLang response parsing (per-token versions, string weight_version) and a real engine."""
+
 import asyncio
 
 import pytest
@@ -7,9 +8,17 @@ from slime_rl.rollout.engine_client import EngineClient, EngineError, parse_gene
 
 
 def body(n: int = 2, **meta):
-    return {"text": "hi", "output_ids": list(range(n)),
-            "meta_info": {"id": "r", "finish_reason": {"type": "length"}, "weight_version": "3",
-                          "output_token_logprobs": [[-0.5, i, None] for i in range(n)], **meta}}
+    return {
+        "text": "hi",
+        "output_ids": list(range(n)),
+        "meta_info": {
+            "id": "r",
+            "finish_reason": {"type": "length"},
+            "weight_version": "3",
+            "output_token_logprobs": [[-0.5, i, None] for i in range(n)],
+            **meta,
+        },
+    }
 
 
 def test_versions_come_from_per_token_versions_else_the_response_version():

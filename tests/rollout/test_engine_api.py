@@ -1,5 +1,6 @@
 """The CPU engine's SGLang-native HTTP API: conformance, logprob parity, batching invariance, abort/pause,
 weight swaps in flight, and clear errors for bad requests."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import threading
 import time
 
 import httpx
-import pytest
 import torch
 from safetensors.torch import save, save_file
 from transformers import AutoModelForCausalLM
@@ -18,8 +18,12 @@ PROMPT = [1, 504, 3458, 314, 1345, 30]
 
 
 def gen(url, ids=PROMPT, rid=None, **sp):
-    body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 8, "temperature": 0.0, **sp},
-            "return_logprob": True, "rid": rid}
+    body = {
+        "input_ids": ids,
+        "sampling_params": {"max_new_tokens": 8, "temperature": 0.0, **sp},
+        "return_logprob": True,
+        "rid": rid,
+    }
     r = httpx.post(f"{url}/generate", json=body, timeout=120)
     assert r.status_code == 200, r.text
     return r.json()
@@ -49,8 +53,12 @@ def test_n_samples_and_batched_prompts_return_lists(tiny_engine):
 
 
 def test_sse_streaming(tiny_engine):
-    body = {"input_ids": PROMPT, "sampling_params": {"max_new_tokens": 5, "temperature": 0}, "stream": True,
-            "return_logprob": True}
+    body = {
+        "input_ids": PROMPT,
+        "sampling_params": {"max_new_tokens": 5, "temperature": 0},
+        "stream": True,
+        "return_logprob": True,
+    }
     chunks = []
     with httpx.stream("POST", f"{tiny_engine.url}/generate", json=body, timeout=60) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -74,7 +82,7 @@ def test_logprobs_match_a_teacher_forced_forward(real_model_path):
     hf = AutoModelForCausalLM.from_pretrained(real_model_path, dtype=torch.float32)
     ids = torch.tensor([PROMPT + out["output_ids"]])
     with torch.no_grad():
-        logp = torch.log_softmax(hf(ids).logits[0, len(PROMPT) - 1:-1].float(), -1)
+        logp = torch.log_softmax(hf(ids).logits[0, len(PROMPT) - 1 : -1].float(), -1)
     ref = logp.gather(-1, torch.tensor(out["output_ids"])[:, None])[:, 0]
     got = torch.tensor([lp for lp, _, _ in out["meta_info"]["output_token_logprobs"]])
     assert (ref - got).abs().mean().item() <= 1e-4
@@ -156,8 +164,13 @@ def test_weight_swap_in_flight_switches_versions_at_the_swap_point(tiny_model_pa
         _wait_running(url)
         hf = AutoModelForCausalLM.from_pretrained(tiny_model_path)
         new = {k: v * 1.01 for k, v in hf.state_dict().items() if k.endswith("mlp.down_proj.weight")}
-        r = httpx.post(f"{url}/update_weights_from_tensor", content=save(new), params={"weight_version": 5},
-                       headers={"content-type": "application/octet-stream"}, timeout=60).json()
+        r = httpx.post(
+            f"{url}/update_weights_from_tensor",
+            content=save(new),
+            params={"weight_version": 5},
+            headers={"content-type": "application/octet-stream"},
+            timeout=60,
+        ).json()
         assert r["success"], r
         thread.join(120)
         versions = box["out"]["meta_info"]["output_token_weight_versions"]
@@ -165,8 +178,11 @@ def test_weight_swap_in_flight_switches_versions_at_the_swap_point(tiny_model_pa
         k = versions.index(5)
         assert 0 < k and set(versions[:k]) == {0} and set(versions[k:]) == {5}
         assert httpx.get(f"{url}/get_weight_version").json()["weight_version"] == "5"
-        bad = httpx.post(f"{url}/update_weights_from_tensor", content=save({"nope.weight": torch.zeros(2)}),
-                         headers={"content-type": "application/octet-stream"}).json()
+        bad = httpx.post(
+            f"{url}/update_weights_from_tensor",
+            content=save({"nope.weight": torch.zeros(2)}),
+            headers={"content-type": "application/octet-stream"},
+        ).json()
         assert bad["success"] is False and "nope.weight" in bad["message"]
     finally:
         engine.stop()
@@ -176,8 +192,9 @@ def test_update_weights_from_disk_changes_outputs(tiny_engine, tiny_model_path, 
     url = tiny_engine.url
     base = gen(url)["output_ids"]
     hf = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    changed = {k: (v * 3.0 if "mlp" in k else v).contiguous() for k, v in hf.state_dict().items()
-               if k != "lm_head.weight"}
+    changed = {
+        k: (v * 3.0 if "mlp" in k else v).contiguous() for k, v in hf.state_dict().items() if k != "lm_head.weight"
+    }
     save_file(changed, str(tmp_path / "model.safetensors"))
     r = httpx.post(f"{url}/update_weights_from_disk", json={"model_path": str(tmp_path), "weight_version": 7}).json()
     assert r["success"], r
@@ -193,8 +210,8 @@ def test_bad_requests_get_clear_400s(tiny_engine):
     url = tiny_engine.url
     r = httpx.post(f"{url}/generate", json={"sampling_params": {"max_new_tokens": 4}})
     assert r.status_code == 400 and "input_ids" in r.text
-    r = httpx.post(f"{url}/generate", json={"input_ids": [1, 10 ** 7], "sampling_params": {"max_new_tokens": 4}})
-    assert r.status_code == 400 and "vocabulary" in r.text and str(10 ** 7) in r.text
+    r = httpx.post(f"{url}/generate", json={"input_ids": [1, 10**7], "sampling_params": {"max_new_tokens": 4}})
+    assert r.status_code == 400 and "vocabulary" in r.text and str(10**7) in r.text
     r = httpx.post(f"{url}/generate", json={"input_ids": [1], "sampling_params": {"max_new_tokens": -1}})
     assert r.status_code == 400 and "max_new_tokens" in r.text
     r = httpx.post(f"{url}/generate", json={"input_ids": "hello"})
@@ -234,19 +251,27 @@ def test_update_weights_from_tensor_json_base64_and_bad_tensors(tiny_model_path)
         gen_ = torch.Generator().manual_seed(0)
         new = {k: torch.randn(sd[k].shape, generator=gen_) for k in names}
         blobs = [base64.b64encode(save({k: v})).decode() for k, v in new.items()]  # one blob per tensor
-        r = httpx.post(f"{url}/update_weights_from_tensor",
-                       json={"serialized_named_tensors": blobs, "weight_version": 2}).json()
+        r = httpx.post(
+            f"{url}/update_weights_from_tensor", json={"serialized_named_tensors": blobs, "weight_version": 2}
+        ).json()
         assert r["success"], r
         changed = gen(url)
         assert changed["output_ids"] != base and changed["meta_info"]["weight_version"] == "2"
         # wrong shape / dtype / garbage: success false, the tensor named, nothing applied
         wrong = {names[1]: sd[names[1]] * 0, "model.norm.weight": torch.ones(3)}
         for payload in (wrong, {names[1]: sd[names[1]].to(torch.int64)}):
-            r = httpx.post(f"{url}/update_weights_from_tensor", content=save(payload), params={"weight_version": 9},
-                           headers={"content-type": "application/octet-stream"}).json()
+            r = httpx.post(
+                f"{url}/update_weights_from_tensor",
+                content=save(payload),
+                params={"weight_version": 9},
+                headers={"content-type": "application/octet-stream"},
+            ).json()
             assert r["success"] is False and ("model.norm.weight" in r["message"] or names[1] in r["message"])
-        r = httpx.post(f"{url}/update_weights_from_tensor", content=b"not safetensors",
-                       headers={"content-type": "application/octet-stream"}).json()
+        r = httpx.post(
+            f"{url}/update_weights_from_tensor",
+            content=b"not safetensors",
+            headers={"content-type": "application/octet-stream"},
+        ).json()
         assert r["success"] is False
         assert gen(url)["output_ids"] == changed["output_ids"]
         assert httpx.get(f"{url}/get_weight_version").json()["weight_version"] == "2"
@@ -259,8 +284,11 @@ def test_update_weights_from_tensor_json_base64_and_bad_tensors(tiny_model_path)
 
 def test_rids_text_prompts_and_abort_all(tiny_engine):
     url = tiny_engine.url
-    body = {"text": ["Hello there", "Two plus two is"], "rid": ["a1", "a2"],
-            "sampling_params": {"max_new_tokens": 3, "temperature": 0}}
+    body = {
+        "text": ["Hello there", "Two plus two is"],
+        "rid": ["a1", "a2"],
+        "sampling_params": {"max_new_tokens": 3, "temperature": 0},
+    }
     out = httpx.post(f"{url}/generate", json=body, timeout=60).json()
     assert [o["meta_info"]["id"] for o in out] == ["a1", "a2"]
     body = {"input_ids": PROMPT, "rid": "grp", "sampling_params": {"max_new_tokens": 2, "n": 2, "seed": 1}}

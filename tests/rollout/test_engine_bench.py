@@ -1,5 +1,6 @@
 """`slime-rl bench engine --quick` end to end: every contender runs and the result has the documented keys
 (no speed assertions: the machine is shared; numbers go to bench/results)."""
+
 from __future__ import annotations
 
 import json

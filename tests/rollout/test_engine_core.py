@@ -1,5 +1,6 @@
 """The CPU engine in-process: the KV pool's bookkeeping, shared-prefix prefill, the scheduler's continuous batching
 (requests joining mid-flight, n samples of one prompt, retract and resume), and all-or-nothing weight swaps."""
+
 from __future__ import annotations
 
 import time
@@ -107,8 +108,9 @@ def test_weight_swap_is_all_or_nothing_and_names_the_bad_tensor(core):
     ids = [21, 22, 23]
     base = run_alone(core, ids, 10)
     # half precision is cast; lm_head.weight is accepted as the tied embedding's other name
-    core.request_weight_swap({name: (before * 3).half(), "lm_head.weight": params["model.embed_tokens.weight"]},
-                             4).result(10)
+    core.request_weight_swap(
+        {name: (before * 3).half(), "lm_head.weight": params["model.embed_tokens.weight"]}, 4
+    ).result(10)
     assert core.weight_version == 4 and run_alone(core, ids, 10) != base
     core.request_weight_swap({name: before}, 5).result(10)
     assert run_alone(core, ids, 10) == base  # the fused weights the engine runs on follow the parameters
@@ -125,8 +127,8 @@ def test_bfloat16_engine_holds_bf16_weights_and_float32_logprobs_near_the_float3
     hf = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
     ids = torch.tensor(prompt + out["output_ids"])
     with torch.no_grad():
-        ref = torch.log_softmax(hf(ids[None]).logits[0, len(prompt) - 1:-1].float(), -1)
-    ref = ref.gather(-1, ids[len(prompt):, None])[:, 0]
+        ref = torch.log_softmax(hf(ids[None]).logits[0, len(prompt) - 1 : -1].float(), -1)
+    ref = ref.gather(-1, ids[len(prompt) :, None])[:, 0]
     assert len(out["output_ids"]) == 6
     assert torch.allclose(torch.tensor(out["logprobs"]), ref, atol=0.05)
 

@@ -1,4 +1,5 @@
 """The environment plug-in contract: loading by dotted path and entry point with clear errors, and the examples."""
+
 import asyncio
 
 import pytest

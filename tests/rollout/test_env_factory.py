@@ -1,6 +1,7 @@
 """Environment factories: env.kwargs and env.dataset_kwargs are checked once at start-up (a typo is an error that
 names the field and the key), a factory's shared resource is built once per worker and closed once, and the simple
 `Env`-subclass path still builds one instance per episode."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,16 @@ from typing import Any
 import pytest
 
 from slime_rl.config import load_config
-from slime_rl.env_api import (Env, EnvError, EnvFactory, SimpleEnvFactory, SingleTurnEnv, build_env_factory,
-                              check_kwargs, load_env_class)
+from slime_rl.env_api import (
+    Env,
+    EnvError,
+    EnvFactory,
+    SimpleEnvFactory,
+    SingleTurnEnv,
+    build_env_factory,
+    check_kwargs,
+    load_env_class,
+)
 from slime_rl.launcher import eval_samples
 from slime_rl.rollout.dataset import load_prompts
 from slime_rl.rollout.worker import RolloutWorkerCore
@@ -74,15 +83,23 @@ class NoEnvClassFactory(EnvFactory):
 
 
 def worker_cfg(model, **over: Any):
-    base = {"model.path": str(model), "rollout.group_size": 2, "rollout.sampling.max_new_tokens": 4,
-            "rollout.shuffle": "false", "rollout.over_provision": 1.0}
+    base = {
+        "model.path": str(model),
+        "rollout.group_size": 2,
+        "rollout.sampling.max_new_tokens": 4,
+        "rollout.shuffle": "false",
+        "rollout.over_provision": 1.0,
+    }
     base.update(over)
     return load_config(None, [f"{k}={v}" for k, v in base.items()])
 
 
 def test_typos_in_env_kwargs_and_dataset_kwargs_name_the_field_and_key():
-    with pytest.raises(EnvError, match=r"env.kwargs: unknown key 'format_bonsu' for ArithmeticEnv .*"
-                                       r"did you mean 'format_bonus'"):
+    with pytest.raises(
+        EnvError,
+        match=r"env.kwargs: unknown key 'format_bonsu' for ArithmeticEnv .*"
+        r"did you mean 'format_bonus'",
+    ):
         build_env_factory(ArithmeticEnv, {"format_bonsu": 0.1})
     # a dataset option in the constructor's map (the old single `kwargs`) is no longer swallowed
     with pytest.raises(EnvError, match="env.kwargs: unknown key 'max_operand' for ArithmeticEnv"):
@@ -113,7 +130,9 @@ def test_kwargs_check_accepts_what_the_signatures_take():
     assert isinstance(env, ArithmeticEnv) and env.format_bonus == 0.2
     check_kwargs(lambda **anything: None, {"whatever": 1}, "env.kwargs")  # `**kwargs` opts out, on purpose
     with pytest.raises(EnvError, match=r"env.kwargs: \S*\bf needs 'a', 'b'"):
+
         def f(a, b, c=1): ...
+
         check_kwargs(f, {"c": 2}, "env.kwargs")
 
 
@@ -148,19 +167,25 @@ def test_worker_rejects_a_kwargs_typo_at_start_up(tiny_model_path):
     """In the constructor, so RunContext.wait_until_ready reports it before any episode runs."""
     nowhere = ["http://127.0.0.1:9"]
     with pytest.raises(EnvError, match="env.kwargs: unknown key 'format_bonsu'"):
-        RolloutWorkerCore(worker_cfg(tiny_model_path, **{"env.kwargs": '{"format_bonsu": 0.1}'}), nowhere,
-                          "redis://127.0.0.1:9", 0)
+        RolloutWorkerCore(
+            worker_cfg(tiny_model_path, **{"env.kwargs": '{"format_bonsu": 0.1}'}), nowhere, "redis://127.0.0.1:9", 0
+        )
     with pytest.raises(EnvError, match="env.dataset_kwargs: unknown key 'max_operant'"):
-        RolloutWorkerCore(worker_cfg(tiny_model_path, **{"env.dataset_kwargs": '{"max_operant": 9}'}), nowhere,
-                          "redis://127.0.0.1:9", 0)
+        RolloutWorkerCore(
+            worker_cfg(tiny_model_path, **{"env.dataset_kwargs": '{"max_operant": 9}'}),
+            nowhere,
+            "redis://127.0.0.1:9",
+            0,
+        )
     with pytest.raises(EnvError, match="env.dataset_kwargs: unknown key 'max_operant'"):
         eval_samples(worker_cfg(tiny_model_path, **{"env.dataset_kwargs": '{"max_operant": 9}'}))
 
 
 def test_worker_builds_its_factory_once_and_closes_it_once(tiny_engine, tiny_model_path, redis_url):
     SharedClient.built = SharedClient.closed = SharedClientFactory.episodes = 0
-    cfg = worker_cfg(tiny_model_path, **{"env.name": f"{__name__}:SharedClientFactory",
-                                         "env.dataset_kwargs": '{"num_samples": 4}'})
+    cfg = worker_cfg(
+        tiny_model_path, **{"env.name": f"{__name__}:SharedClientFactory", "env.dataset_kwargs": '{"num_samples": 4}'}
+    )
     worker = RolloutWorkerCore(cfg, [tiny_engine.url], redis_url, 0)
     assert len(worker.dataset) == 4
     stats = asyncio.run(worker.generate_groups(3))

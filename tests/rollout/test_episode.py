@@ -1,5 +1,6 @@
 """Episodes, token-in-token-out: the loss mask covers exactly the model's tokens; resumes keep their tokens;
 environment failures and timeouts fail one sample with a reason."""
+
 from __future__ import annotations
 
 import asyncio
@@ -92,12 +93,13 @@ def test_multi_turn_loss_mask_covers_exactly_the_model_tokens(tiny_engine, tok):
     first_obs = mask.index(0)
     n_obs = mask[first_obs:].index(1)
     assert mask == [1] * first_obs + [0] * n_obs + [1] * (len(mask) - first_obs - n_obs)  # model, env, model
-    obs_text = tok.decode(traj.response_ids[first_obs:first_obs + n_obs])
+    obs_text = tok.decode(traj.response_ids[first_obs : first_obs + n_obs])
     assert "<result>42</result>" in obs_text and obs_text.rstrip().endswith("assistant")
     # the observation tokens are exactly the chat template's rendering of that turn, tokenised once
-    expect = tok("<|im_start|>user\n<result>42</result><|im_end|>\n<|im_start|>assistant\n",
-                 add_special_tokens=False)["input_ids"]
-    assert traj.response_ids[first_obs:first_obs + n_obs][-len(expect):] == expect
+    expect = tok("<|im_start|>user\n<result>42</result><|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)[
+        "input_ids"
+    ]
+    assert traj.response_ids[first_obs : first_obs + n_obs][-len(expect) :] == expect
     assert all(v == -1 and lp == 0.0 for v, lp, m in zip(traj.versions, traj.rollout_logprobs, mask) if m == 0)
     assert all(v >= 0 and lp <= 0.0 for v, lp, m in zip(traj.versions, traj.rollout_logprobs, mask) if m == 1)
     assert traj.prompt_ids == encode_chat(tok, [{"role": "user", "content": "use the tool"}])

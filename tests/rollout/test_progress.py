@@ -1,4 +1,5 @@
 """A worker's prompt progress (low-water mark + finished slots above it), without Ray or Redis."""
+
 import random
 
 import pytest

@@ -1,5 +1,6 @@
 """Router: rollout-id affinity, load awareness, health removal/return, retry off a dead engine, exact aborts.
 Against a real CPU engine (tiny model) and small real HTTP servers that answer /health."""
+
 from __future__ import annotations
 
 import asyncio
@@ -116,8 +117,9 @@ def test_abort_prefix_cuts_a_group_on_its_engine(tiny_engine):
     async def scenario():
         router = Router([tiny_engine.url])
         params = {"max_new_tokens": 1000, "temperature": 1.0, "ignore_eos": True}
-        jobs = [asyncio.create_task(router.generate(f"grp-{i}", [1, 2, 3], params, rid=f"grp-{i}-t0-1"))
-                for i in range(2)]
+        jobs = [
+            asyncio.create_task(router.generate(f"grp-{i}", [1, 2, 3], params, rid=f"grp-{i}-t0-1")) for i in range(2)
+        ]
         other = asyncio.create_task(router.generate("keep", [1, 2], {"max_new_tokens": 5}, rid="keep-t0-1"))
         await _until(lambda: sum(r.startswith("grp-") for r in router._rids) == 2)
         await asyncio.sleep(0.3)
@@ -159,8 +161,9 @@ def test_repacking_moves_stragglers_onto_one_engine_and_changes_no_token(tiny_en
         keys = [keys_for(router, tiny_engine.url, 1)[0], keys_for(router, second_engine.url, 1)[0]]
         router.start()
         try:
-            results = await asyncio.gather(*(router.generate(key, p, greedy, rid=f"{key}-t0")
-                                             for key, p in zip(keys, prompts.values())))
+            results = await asyncio.gather(
+                *(router.generate(key, p, greedy, rid=f"{key}-t0") for key, p in zip(keys, prompts.values()))
+            )
         finally:
             await router.close()
         return reference, results, router

@@ -1,4 +1,5 @@
 """Rollout workers against a real engine (tiny model) and a real Redis buffer."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,13 @@ class LongTailEnv(ExplodingEnv):
 
 
 def cfg_for(model, **over: Any):
-    base = {"model.path": str(model), "rollout.group_size": 2, "rollout.sampling.max_new_tokens": 6,
-            "env.name": "slime_rl_examples.math_env:ArithmeticEnv", "rollout.shuffle": "false"}
+    base = {
+        "model.path": str(model),
+        "rollout.group_size": 2,
+        "rollout.sampling.max_new_tokens": 6,
+        "env.name": "slime_rl_examples.math_env:ArithmeticEnv",
+        "rollout.shuffle": "false",
+    }
     base.update(over)
     return load_config(None, [f"{k}={v}" for k, v in base.items()])
 
@@ -69,12 +75,33 @@ def test_worker_pushes_valid_groups(tiny_engine, tiny_model_path, redis_url, tmp
             assert 0.0 <= t.reward <= 1.0
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rollout = [r for r in records if r["kind"] == "rollout"]
-    assert len(rollout) == 3 and {"engine", "tokens", "dt_s", "tokens_per_s", "trajectories", "groups",
-                                  "reward_mean", "response_len_mean", "aborted", "failed"} <= set(rollout[0])
+    assert len(rollout) == 3 and {
+        "engine",
+        "tokens",
+        "dt_s",
+        "tokens_per_s",
+        "trajectories",
+        "groups",
+        "reward_mean",
+        "response_len_mean",
+        "aborted",
+        "failed",
+    } <= set(rollout[0])
     assert rollout[0]["engine"] == tiny_engine.url
     sample = [r for r in records if r["kind"] == "trajectory"][0]
-    assert {"id", "group_id", "env", "status", "reward", "length", "text", "prompt_ids", "response_ids",
-            "loss_mask", "versions"} <= set(sample)
+    assert {
+        "id",
+        "group_id",
+        "env",
+        "status",
+        "reward",
+        "length",
+        "text",
+        "prompt_ids",
+        "response_ids",
+        "loss_mask",
+        "versions",
+    } <= set(sample)
 
 
 def test_failing_reward_fails_the_sample_not_the_worker(tiny_engine, tiny_model_path, redis_url):
@@ -94,7 +121,7 @@ def test_failing_reward_fails_the_sample_not_the_worker(tiny_engine, tiny_model_
 
 def test_async_run_respects_the_admission_limit(tiny_engine, tiny_model_path, redis_url):
     # capacity = (version 0 + tau 1 + 1) * groups_per_step 2 = 4 groups, whatever max_groups says
-    cfg = cfg_for(tiny_model_path, **{"loss.staleness_tau": 1, "rollout.groups_per_step": 2})
+    cfg = cfg_for(tiny_model_path, **{"rollout.staleness_tau": 1, "rollout.groups_per_step": 2})
     worker = RolloutWorkerCore(cfg, [tiny_engine.url], redis_url, 0)
 
     async def produce():
@@ -102,7 +129,7 @@ def test_async_run_respects_the_admission_limit(tiny_engine, tiny_model_path, re
         while not (worker.pushed == 4 and worker.at_capacity):  # all it may start is done, and it holds back
             await asyncio.sleep(0.05)
         assert worker.started == 4
-        worker.buffer.set_policy_version(1)  # the trainer stepped, but the engine still holds version 0
+        worker.policy_version.set(1)  # the trainer stepped, but the engine still holds version 0
         capacity_after = await worker._capacity()
         worker.stop()
         return capacity_after, await task
@@ -113,8 +140,14 @@ def test_async_run_respects_the_admission_limit(tiny_engine, tiny_model_path, re
 
 
 def test_long_tail_is_aborted_kept_and_resumed(tiny_engine, tiny_model_path, redis_url):
-    cfg = cfg_for(tiny_model_path, **{"env.name": f"{__name__}:LongTailEnv", "rollout.over_provision": 2.0,
-                                      "rollout.sampling.max_new_tokens": 300})
+    cfg = cfg_for(
+        tiny_model_path,
+        **{
+            "env.name": f"{__name__}:LongTailEnv",
+            "rollout.over_provision": 2.0,
+            "rollout.sampling.max_new_tokens": 300,
+        },
+    )
     worker = RolloutWorkerCore(cfg, [tiny_engine.url], redis_url, 0)
     stats = asyncio.run(worker.generate_groups(1))  # starts prompts 0 (short) and 1 (long)
     assert stats["pushed"] == 1 and stats["aborted"] == 2 and stats["waiting_groups"] == 1
@@ -138,12 +171,19 @@ def test_long_tail_is_aborted_kept_and_resumed(tiny_engine, tiny_model_path, red
 
 
 def test_stale_partials_are_dropped(tiny_engine, tiny_model_path, redis_url):
-    cfg = cfg_for(tiny_model_path, **{"env.name": f"{__name__}:LongTailEnv", "rollout.over_provision": 2.0,
-                                      "rollout.sampling.max_new_tokens": 300, "loss.staleness_tau": 1})
+    cfg = cfg_for(
+        tiny_model_path,
+        **{
+            "env.name": f"{__name__}:LongTailEnv",
+            "rollout.over_provision": 2.0,
+            "rollout.sampling.max_new_tokens": 300,
+            "rollout.staleness_tau": 1,
+        },
+    )
     worker = RolloutWorkerCore(cfg, [tiny_engine.url], redis_url, 0)
     asyncio.run(worker.generate_groups(1))
     assert worker.store.num_partials() == 2
-    worker.buffer.set_policy_version(2)  # the kept tokens (version 0) are now 2 > tau behind
+    worker.policy_version.set(2)  # the kept tokens (version 0) are now 2 > tau behind
     stats = asyncio.run(worker.generate_groups(1))
     assert stats["partials_dropped"] == 2 and stats["pushed"] == 2
     assert {e.group.prompt_index for e in read_all(cfg, redis_url)} == {0, 2}
@@ -161,8 +201,10 @@ def test_evaluate_does_not_push(tiny_engine, tiny_model_path, redis_url):
 def test_async_run_resumes_requests_the_engine_aborts(tiny_engine, tiny_model_path, redis_url):
     from slime_rl.rollout.engine_client import EngineClient
 
-    cfg = cfg_for(tiny_model_path, **{"env.name": f"{__name__}:LongTailEnv", "rollout.sampling.max_new_tokens": 200,
-                                      "loss.staleness_tau": 4})
+    cfg = cfg_for(
+        tiny_model_path,
+        **{"env.name": f"{__name__}:LongTailEnv", "rollout.sampling.max_new_tokens": 200, "rollout.staleness_tau": 4},
+    )
     worker = RolloutWorkerCore(cfg, [tiny_engine.url], redis_url, 0)
 
     async def produce():

@@ -1,5 +1,6 @@
 """A rollout worker's place in its prompts survives a restart: it goes on after what it pushed, redoes what was in
 flight, and skips what it dropped on purpose (tiny engine, real Redis)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,7 @@ def pushed_prompts(cfg, redis_url) -> list[int]:
     return sorted(e.group.prompt_index for e in read_all(cfg, redis_url))
 
 
-def test_a_restarted_worker_redoes_the_groups_in_flight_and_nothing_it_pushed(tiny_engine, tiny_model_path,
-                                                                             redis_url):
+def test_a_restarted_worker_redoes_the_groups_in_flight_and_nothing_it_pushed(tiny_engine, tiny_model_path, redis_url):
     cfg = cfg_for(tiny_model_path, **LONG_TAIL, **{"rollout.over_provision": 2.0})
     first = RolloutWorkerCore(cfg, [tiny_engine.url], redis_url, 0)
     asyncio.run(first.generate_groups(1))  # prompt 0 pushed; prompt 1 (the long tail) kept in memory only
@@ -39,10 +39,10 @@ def test_a_restarted_worker_redoes_the_groups_in_flight_and_nothing_it_pushed(ti
 
 
 def test_a_stale_tail_dropped_by_the_worker_is_not_redone(tiny_engine, tiny_model_path, redis_url):
-    cfg = cfg_for(tiny_model_path, **LONG_TAIL, **{"rollout.over_provision": 2.0, "loss.staleness_tau": 1})
+    cfg = cfg_for(tiny_model_path, **LONG_TAIL, **{"rollout.over_provision": 2.0, "rollout.staleness_tau": 1})
     first = RolloutWorkerCore(cfg, [tiny_engine.url], redis_url, 0)
     asyncio.run(first.generate_groups(1))  # pushes 0, keeps 1
-    first.buffer.set_policy_version(2)  # prompt 1's tokens are now too old
+    first.policy_version.set(2)  # prompt 1's tokens are now too old
     asyncio.run(first.generate_groups(1))  # drops 1, pushes 2, keeps 3
     assert first.store.dropped_groups == 1 and pushed_prompts(cfg, redis_url) == [0, 2]
     assert PromptProgress.from_wire(first.buffer.progress("0")) == PromptProgress(3)
@@ -53,7 +53,7 @@ def test_a_stale_tail_dropped_by_the_worker_is_not_redone(tiny_engine, tiny_mode
 
 
 def test_groups_cut_by_stop_are_run_again_first(tiny_engine, tiny_model_path, redis_url):
-    cfg = cfg_for(tiny_model_path, **LONG_TAIL, **{"loss.staleness_tau": 4})
+    cfg = cfg_for(tiny_model_path, **LONG_TAIL, **{"rollout.staleness_tau": 4})
     worker = RolloutWorkerCore(cfg, [tiny_engine.url], redis_url, 0)
 
     async def produce_then_stop():

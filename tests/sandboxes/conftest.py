@@ -1,4 +1,3 @@
-import os
 import shutil
 import tempfile
 import warnings
@@ -8,8 +7,18 @@ import pytest
 
 from slime_rl.config import SandboxConfig
 
-LIMITS = dict(cpu_seconds=2, memory_mb=256, max_processes=32, max_file_mb=8, wall_timeout_s=6.0,
-              output_cap_bytes=64 * 1024, concurrency=2, warm_pool=2, uid_base=200_000, uid_count=4096)
+LIMITS = dict(
+    cpu_seconds=2,
+    memory_mb=256,
+    max_processes=32,
+    max_file_mb=8,
+    wall_timeout_s=6.0,
+    output_cap_bytes=64 * 1024,
+    concurrency=2,
+    warm_pool=2,
+    uid_base=200_000,
+    uid_count=4096,
+)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,7 +40,7 @@ def docker_daemon():
     except Exception as exc:
         shutil.rmtree(root, ignore_errors=True)
         reason = f"DOCKER TESTS NOT RUN: the private dockerd did not start: {type(exc).__name__}: {exc}"
-        warnings.warn(reason)
+        warnings.warn(reason, stacklevel=2)
         pytest.skip(reason)
     try:
         import docker

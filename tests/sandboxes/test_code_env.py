@@ -1,5 +1,6 @@
 """The code-writing example: rewards come from the judge running the task's tests in the sandbox; the judge and its
 sandbox pool belong to the factory (one per worker), not to an episode."""
+
 import asyncio
 import time
 

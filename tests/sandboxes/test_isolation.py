@@ -1,4 +1,5 @@
 """What untrusted code must not be able to do, for each backend."""
+
 from __future__ import annotations
 
 import os
@@ -6,8 +7,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-
-import pytest
 
 from slime_rl.sandboxes.base import RunRequest
 
@@ -50,10 +49,13 @@ def test_loopback_server_is_unreachable(sandbox):
                 accepted.append(srv.accept())
             except OSError:
                 pass
+
     t = threading.Thread(target=serve)
     t.start()
-    code = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), 2); print('CONNECTED')\n"
-            "except OSError as e:\n    print('blocked', e)\n" % port)
+    code = (
+        f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), 2); print('CONNECTED')\n"
+        "except OSError as e:\n    print('blocked', e)\n"
+    )
     try:
         res = run(sandbox, code)
     finally:
@@ -66,24 +68,36 @@ def test_loopback_server_is_unreachable(sandbox):
 
 def test_writes_outside_tmp_fail_and_leave_nothing(sandbox, tmp_path):
     marker = f"slime-escape-{os.getpid()}"
-    code = (f"import os\nfor p in ['/etc/{marker}', '/usr/{marker}', '/{marker}', '/root/{marker}', '{tmp_path}/{marker}']:\n"
-            "    try:\n        open(p, 'w').write('x'); print('WROTE', p)\n    except OSError as e:\n        print('denied', p)\n"
-            f"open('/tmp/{marker}', 'w').write('ok'); print('tmp ok')")
+    code = (
+        f"import os\nfor p in ['/etc/{marker}', '/usr/{marker}', '/{marker}', '/root/{marker}',"
+        f" '{tmp_path}/{marker}']:\n"
+        "    try:\n        open(p, 'w').write('x'); print('WROTE', p)\n"
+        "    except OSError as e:\n        print('denied', p)\n"
+        f"open('/tmp/{marker}', 'w').write('ok'); print('tmp ok')"
+    )
     res = run(sandbox, code)
     assert "WROTE" not in res.run_result.stdout and "tmp ok" in res.run_result.stdout
-    for p in (f"/etc/{marker}", f"/usr/{marker}", f"/{marker}", f"/root/{marker}", f"{tmp_path}/{marker}",
-              f"/tmp/{marker}"):
+    for p in (
+        f"/etc/{marker}",
+        f"/usr/{marker}",
+        f"/{marker}",
+        f"/root/{marker}",
+        f"{tmp_path}/{marker}",
+        f"/tmp/{marker}",
+    ):
         assert not Path(p).exists(), p
 
 
 def test_parent_secrets_and_home_are_invisible(sandbox, monkeypatch):
-    secret = "s3cr3t-value-%d" % os.getpid()
+    secret = f"s3cr3t-value-{os.getpid()}"
     monkeypatch.setenv("SLIME_TEST_SECRET", secret)
     home_file = Path.home() / f".slime-secret-{os.getpid()}"
     home_file.write_text(secret)
     try:
-        code = (f"import os\nprint(dict(os.environ))\ntry:\n    print(open({str(home_file)!r}).read())\n"
-                "except OSError as e:\n    print('no home', e)\n")
+        code = (
+            f"import os\nprint(dict(os.environ))\ntry:\n    print(open({str(home_file)!r}).read())\n"
+            "except OSError as e:\n    print('no home', e)\n"
+        )
         out = run(sandbox, code).run_result.stdout
     finally:
         home_file.unlink()
@@ -92,8 +106,11 @@ def test_parent_secrets_and_home_are_invisible(sandbox, monkeypatch):
 
 def test_fork_bomb_is_contained(sandbox, sandbox_cfg):
     before = sandbox_procs(sandbox_cfg)
-    res = run(sandbox, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-              run_timeout=3)
+    res = run(
+        sandbox,
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        run_timeout=3,
+    )
     assert res.status == "Failed"
     deadline = time.time() + 10
     while sandbox_procs(sandbox_cfg) > before and time.time() < deadline:
@@ -132,7 +149,9 @@ def test_huge_file_write_fails(sandbox):
 
 def test_signals_to_the_parent_are_impossible(sandbox):
     me = os.getpid()
-    code = (f"import os, signal\nfor pid in (os.getppid(), 1, {me}):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
-            "    except OSError as e:\n        print('denied', pid, type(e).__name__)\n")
+    code = (
+        f"import os, signal\nfor pid in (os.getppid(), 1, {me}):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+        "    except OSError as e:\n        print('denied', pid, type(e).__name__)\n"
+    )
     run(sandbox, code)
     assert os.getpid() == me  # we are alive: nothing reached this process

@@ -1,4 +1,5 @@
 """The judge on real solutions (correct, wrong, crashing, hanging), an HTTP service, a web page; the service."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,12 +12,20 @@ import httpx
 import pytest
 
 from slime_rl.sandboxes.base import RunRequest
-from slime_rl.sandboxes.judge import (BrowserCheck, HttpCheck, HttpProbe, IOCheck, Judge, PytestCheck, TaskSpec)
+from slime_rl.sandboxes.judge import BrowserCheck, HttpCheck, HttpProbe, IOCheck, Judge, PytestCheck, TaskSpec
 
-ADD_TESTS = "from solution import add\n\ndef test_small():\n    assert add(2, 3) == 5\n\ndef test_neg():\n    assert add(-1, 1) == 0\n"
-SPEC = TaskSpec(checks=[PytestCheck(test_code=ADD_TESTS),
-                        IOCheck(name="io", stdin="4 5\n", expected_stdout="9")], per_check_timeout_s=5)
-MAIN = "\nif __name__ == '__main__':\n    import sys\n    a, b = map(int, sys.stdin.read().split())\n    print(add(a, b))\n"
+ADD_TESTS = (
+    "from solution import add\n\ndef test_small():\n    assert add(2, 3) == 5\n\n"
+    "def test_neg():\n    assert add(-1, 1) == 0\n"
+)
+SPEC = TaskSpec(
+    checks=[PytestCheck(test_code=ADD_TESTS), IOCheck(name="io", stdin="4 5\n", expected_stdout="9")],
+    per_check_timeout_s=5,
+)
+MAIN = (
+    "\nif __name__ == '__main__':\n    import sys\n"
+    "    a, b = map(int, sys.stdin.read().split())\n    print(add(a, b))\n"
+)
 
 
 @pytest.fixture
@@ -30,13 +39,16 @@ def bwrap_judge(bwrap_sandbox):
     return Judge(bwrap_sandbox)
 
 
-@pytest.mark.parametrize("solution, reward", [
-    ("def add(a, b):\n    return a + b\n" + MAIN, 1.0),
-    ("def add(a, b):\n    return a - b\n" + MAIN, 0.0),
-    ("def add(a, b):\n    return a + b + (a == 2)\n" + MAIN, 0.5),  # fails one unit test, passes the io case
-    ("raise RuntimeError('boom')\n", 0.0),
-    ("import time\ntime.sleep(60)\n", 0.0),
-])
+@pytest.mark.parametrize(
+    "solution, reward",
+    [
+        ("def add(a, b):\n    return a + b\n" + MAIN, 1.0),
+        ("def add(a, b):\n    return a - b\n" + MAIN, 0.0),
+        ("def add(a, b):\n    return a + b + (a == 2)\n" + MAIN, 0.5),  # fails one unit test, passes the io case
+        ("raise RuntimeError('boom')\n", 0.0),
+        ("import time\ntime.sleep(60)\n", 0.0),
+    ],
+)
 def test_rewards_for_correct_wrong_partial_crashing_and_hanging(judge, solution, reward):
     report = asyncio.run(judge.score(SPEC.model_copy(update={"per_check_timeout_s": 3}), solution))
     assert report.reward == reward
@@ -55,7 +67,7 @@ def test_all_or_nothing_scoring_and_sandbox_metrics(bwrap_sandbox, tmp_path):
 
 
 def test_generated_http_service_is_probed(judge):
-    service = '''
+    service = """
 import json
 from http.server import BaseHTTPRequestHandler, HTTPServer
 class H(BaseHTTPRequestHandler):
@@ -64,10 +76,18 @@ class H(BaseHTTPRequestHandler):
         self.send_response(200); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
 HTTPServer(("127.0.0.1", 8000), H).serve_forever()
-'''
-    spec = TaskSpec(checks=[HttpCheck(probes=[HttpProbe(path="/health", expect_json={"ok": True}),
-                                              HttpProbe(path="/", expect_body_contains="hello")])],
-                    per_check_timeout_s=8)
+"""
+    spec = TaskSpec(
+        checks=[
+            HttpCheck(
+                probes=[
+                    HttpProbe(path="/health", expect_json={"ok": True}),
+                    HttpProbe(path="/", expect_body_contains="hello"),
+                ]
+            )
+        ],
+        per_check_timeout_s=8,
+    )
     assert asyncio.run(judge.score(spec, service)).reward == 1.0
     broken = service.replace("hello world", "goodbye")
     assert asyncio.run(judge.score(spec, broken)).reward == 0.0
@@ -76,8 +96,10 @@ HTTPServer(("127.0.0.1", 8000), H).serve_forever()
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian chromium missing: make test installs it")
 def test_generated_web_page_is_checked_in_a_real_browser(bwrap_judge):
     judge = bwrap_judge
-    page = ("<html><body><button id='b' onclick=\"document.getElementById('out').textContent='clicked!'\">go</button>"
-            "<p id='out'>waiting</p></body></html>")
+    page = (
+        "<html><body><button id='b' onclick=\"document.getElementById('out').textContent='clicked!'\">go</button>"
+        "<p id='out'>waiting</p></body></html>"
+    )
     spec = TaskSpec(checks=[BrowserCheck(click="#b", read="#out", expect_text="clicked!")], per_check_timeout_s=20)
     report = asyncio.run(judge.score(spec, page))
     assert report.reward == 1.0, report
@@ -95,21 +117,28 @@ def test_cancelled_judge_kills_its_sandbox_run(judge):  # both backends
         with pytest.raises(asyncio.CancelledError):
             await task
         return time.time() - started
+
     assert asyncio.run(go()) < 5
 
 
 def test_service_speaks_sandboxfusion_and_limits_concurrency(sandbox_cfg):
     import uvicorn
 
-    from slime_rl.net import free_port, wait_for_port
     from slime_rl.config import SandboxConfig
+    from slime_rl.net import free_port, wait_for_port
     from slime_rl.sandboxes.base import make_sandbox
     from slime_rl.sandboxes.client import SandboxClient
     from slime_rl.sandboxes.service import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(sandbox_cfg.model_copy(update={"concurrency": 1})),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(sandbox_cfg.model_copy(update={"concurrency": 1})),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for_port("127.0.0.1", port)
@@ -126,6 +155,7 @@ def test_service_speaks_sandboxfusion_and_limits_concurrency(sandbox_cfg):
 
         def one(i):
             results[i] = client.run(RunRequest(code="import time; time.sleep(1); print('done')"))
+
         threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
         started = time.time()
         for t in threads:
@@ -150,9 +180,21 @@ def test_service_speaks_sandboxfusion_and_limits_concurrency(sandbox_cfg):
 def test_client_reads_a_sandboxfusion_response_with_nulls_and_extra_fields():
     from slime_rl.sandboxes.base import RunResult
 
-    body = {"status": "Failed", "message": "", "compile_result": None, "executor_pod_name": None, "files": {},
-            "run_result": {"status": "TimeLimitExceeded", "execution_time": None, "return_code": None,
-                           "stdout": None, "stderr": "", "meta": {}}}
+    body = {
+        "status": "Failed",
+        "message": "",
+        "compile_result": None,
+        "executor_pod_name": None,
+        "files": {},
+        "run_result": {
+            "status": "TimeLimitExceeded",
+            "execution_time": None,
+            "return_code": None,
+            "stdout": None,
+            "stderr": "",
+            "meta": {},
+        },
+    }
     res = RunResult.model_validate(body)
     assert res.status == "Failed" and res.run_result.status.value == "TimeLimitExceeded"
     assert res.run_result.stdout == "" and res.run_result.execution_time is None

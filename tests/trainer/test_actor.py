@@ -1,6 +1,7 @@
 """TrainerCore against a real Redis buffer: groups are trained and acknowledged (stale ones acknowledged as
 dropped), metrics are logged; a trainer SIGKILLed before its step commits leaves the entries pending and a new
 trainer with the same consumer name trains them exactly once; the Ray actor wrapper."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,15 @@ import time
 
 import pytest
 import torch
+from trainer_helpers import group, on_policy_group, run_trainer_until_killed
 
-from slime_rl.results import PushReceipt, StepState
 from slime_rl.buffer import TrajectoryBuffer
 from slime_rl.config import RunConfig
+from slime_rl.results import PushReceipt, StepState
 from slime_rl.run_keys import RunKeys
+from slime_rl.staleness import PolicyVersion
 from slime_rl.trainer.actor import TrainerActor, TrainerCore
 from slime_rl.trainer.parallel import init_parallel
-
-from trainer_helpers import group, on_policy_group, run_trainer_until_killed
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,14 @@ def parallel():
 
 
 def config(tiny_model_path, **trainer) -> RunConfig:
-    return RunConfig.model_validate({
-        "model": {"path": str(tiny_model_path)}, "rollout": {"groups_per_step": 2, "group_size": 4},
-        "trainer": {"lr": 1e-3, "micro_batch_tokens": 64, "threads": 2, **trainer},
-        "loss": {"staleness_tau": 0}, "buffer": {"high_water": 64}})
+    return RunConfig.model_validate(
+        {
+            "model": {"path": str(tiny_model_path)},
+            "rollout": {"groups_per_step": 2, "group_size": 4, "staleness_tau": 0},
+            "trainer": {"lr": 1e-3, "micro_batch_tokens": 64, "threads": 2, **trainer},
+            "buffer": {"high_water": 64},
+        }
+    )
 
 
 def records(run_dir, kind: str) -> list[dict]:
@@ -52,7 +57,7 @@ def test_groups_are_trained_then_acknowledged(parallel, redis_url, tmp_path, tin
     assert m.step == 1 and m.version == 1 and core.version() == 1 and m.state is StepState.TRAINED
     assert sorted(m.trained_ids) == sorted(t.id for g in first for t in g.trajectories) and m.dropped_ids == []
     assert producer.stats().pending == 0 and producer.stats().consumed == 2
-    assert producer.policy_version() == 1
+    assert PolicyVersion(producer.r, RunKeys.of(cfg)).get() == 1
     assert all(producer.is_trained(t.id) for g in first for t in g.trajectories)
 
     fresh, stale = on_policy_group(core.policy, "fresh", version=1), on_policy_group(core.policy, "stale", version=0)
@@ -65,8 +70,19 @@ def test_groups_are_trained_then_acknowledged(parallel, redis_url, tmp_path, tin
     trainer = records(tmp_path, "trainer")
     assert [r["version"] for r in trainer] == [1, 2]
     assert trainer[1]["staleness_hist"] == {"0": 4, "1": 4}
-    for key in ("loss", "masked_frac", "clip_frac", "logp_diff_mean", "tokens_per_s", "step_time_s", "grad_norm",
-                "reward_mean", "kept", "dropped_stale", "padded"):
+    for key in (
+        "loss",
+        "masked_frac",
+        "clip_frac",
+        "logp_diff_mean",
+        "tokens_per_s",
+        "step_time_s",
+        "grad_norm",
+        "reward_mean",
+        "kept",
+        "dropped_stale",
+        "padded",
+    ):
         assert key in trainer[1], key
     assert records(tmp_path, "buffer")[-1]["consumed"] == 4
     nothing = core.train_step(timeout_s=0.5)  # nothing left
@@ -74,8 +90,9 @@ def test_groups_are_trained_then_acknowledged(parallel, redis_url, tmp_path, tin
     assert set(core.export_weights()) >= {"model.embed_tokens.weight", "model.norm.weight"}
 
 
-def test_killed_before_commit_leaves_entries_pending_and_they_train_once(parallel, redis_url, tmp_path,
-                                                                        tiny_model_path):
+def test_killed_before_commit_leaves_entries_pending_and_they_train_once(
+    parallel, redis_url, tmp_path, tiny_model_path
+):
     # checkpoint_every=2: a step commits (acknowledges) with the checkpoint that holds it, so after step 1 the
     # entries are trained into the child's weights but not committed when the child dies
     cfg = config(tiny_model_path, checkpoint_every=2)
@@ -144,8 +161,9 @@ class SlowPublisher:
         return PushReceipt(version=version, accepted=True)
 
 
-def test_background_publication_hands_over_a_snapshot_and_surfaces_its_result(parallel, redis_url, tmp_path,
-                                                                               tiny_model_path):
+def test_background_publication_hands_over_a_snapshot_and_surfaces_its_result(
+    parallel, redis_url, tmp_path, tiny_model_path
+):
     cfg = config(tiny_model_path)
     core = TrainerCore(cfg, redis_url, str(tmp_path), consumer="trainer-bg")
     producer = TrajectoryBuffer(cfg.buffer, redis_url, consumer="producer", keys=RunKeys.of(cfg))

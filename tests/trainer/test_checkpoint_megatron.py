@@ -1,5 +1,6 @@
 """Megatron distributed checkpoints: resume gives the same next step as an uninterrupted run (one process, and TP2 /
 DP2 with the distributed optimizer over gloo), counters and extra state come back, writes are atomic."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,9 @@ def test_checkpoint_layout_is_atomic_and_exports_hf(parallel, tiny_model_path, t
     assert json.loads((second / "meta.json").read_text()) == {"step": 4, "version": 4, "extra": {"k": 1}}
     hf = AutoModelForCausalLM.from_pretrained(second / "hf", dtype=torch.float32)
     with torch.no_grad():
-        assert torch.allclose(hf(IDS[:, :6]).logits, policy.model(IDS[:, :6], rope_positions(POS[:, :6]), attention_mask=None),
-                              atol=1e-5)
+        assert torch.allclose(
+            hf(IDS[:, :6]).logits, policy.model(IDS[:, :6], rope_positions(POS[:, :6]), attention_mask=None), atol=1e-5
+        )
 
 
 def test_load_names_a_missing_checkpoint(parallel, tiny_model_path, tmp_path):
@@ -97,8 +99,10 @@ def _resume_worker(rank: int, world: int, port: int, tp: int, dp: int, model: st
     meta = b.load_checkpoint(Path(out) / "ckpt")
     resumed = [_one_step(b), _one_step(b)]
     same = all(torch.equal(x, y) for x, y in zip(a.megatron_state_dict().values(), b.megatron_state_dict().values()))
-    torch.save({"meta": meta, "uninterrupted": uninterrupted, "resumed": resumed, "same_weights": same},
-               Path(out) / f"rank{rank}.pt")
+    torch.save(
+        {"meta": meta, "uninterrupted": uninterrupted, "resumed": resumed, "same_weights": same},
+        Path(out) / f"rank{rank}.pt",
+    )
     destroy_parallel()
 
 
@@ -106,8 +110,9 @@ def _resume_worker(rank: int, world: int, port: int, tp: int, dp: int, model: st
 @pytest.mark.parametrize("tp,dp", [(2, 1), (1, 2)], ids=["tp2", "dp2-distributed-optimizer"])
 def test_resume_under_tp2_and_dp2_distributed_optimizer(tiny_model_path, tmp_path, tp, dp):
     world = tp * dp
-    mp.spawn(_resume_worker, args=(world, free_port(), tp, dp, str(tiny_model_path), str(tmp_path)), nprocs=world,
-             join=True)
+    mp.spawn(
+        _resume_worker, args=(world, free_port(), tp, dp, str(tiny_model_path), str(tmp_path)), nprocs=world, join=True
+    )
     for rank in range(world):
         r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         assert r["meta"] == {"step": 1, "version": 1, "extra": {"rank_independent": True}}

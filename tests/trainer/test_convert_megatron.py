@@ -1,5 +1,6 @@
 """HF Llama <-> Megatron conversion: SmolLM2-135M logits against transformers, exact round trips (whole model, TP
 shards, pipeline stages), and an HF export that transformers loads with the same logits."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,15 +9,24 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from slime_rl.config import TrainerConfig
 from slime_rl.trainer.checkpoint import export_hf
-from slime_rl.trainer.convert import (LlamaShape, hf_to_megatron, megatron_to_hf, merge_stages, select_stage,
-                                      shard_for_rank, unshard)
+from slime_rl.trainer.convert import (
+    LlamaShape,
+    hf_to_megatron,
+    megatron_to_hf,
+    merge_stages,
+    select_stage,
+    shard_for_rank,
+    unshard,
+)
 from slime_rl.trainer.megatron_model import rope_positions
 from slime_rl.trainer.parallel import init_parallel
 from slime_rl.trainer.policy import MegatronPolicy, load_hf_weights
 
-PROMPTS = [[1, 504, 3458, 314, 1345, 30, 216, 355, 2, 17, 18, 19, 20, 2143, 44],
-           [1, 9690, 28, 2683, 314, 260, 3575, 282, 4649, 47],
-           [2, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40]]
+PROMPTS = [
+    [1, 504, 3458, 314, 1345, 30, 216, 355, 2, 17, 18, 19, 20, 2143, 44],
+    [1, 9690, 28, 2683, 314, 260, 3575, 282, 4649, 47],
+    [2, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40],
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +82,26 @@ def test_qkv_grouping_puts_each_kv_group_together(tiny_model_path):
     per_group, d = s.num_heads // s.num_kv_heads, s.head_dim
     block = (per_group + 2) * d
     g = 1
-    rows = qkv[g * block:(g + 1) * block]
-    q = hf["model.layers.1.self_attn.q_proj.weight"][g * per_group * d:(g + 1) * per_group * d]
-    assert torch.equal(rows[:per_group * d], q)
+    rows = qkv[g * block : (g + 1) * block]
+    q = hf["model.layers.1.self_attn.q_proj.weight"][g * per_group * d : (g + 1) * per_group * d]
+    assert torch.equal(rows[: per_group * d], q)
     k, v = hf["model.layers.1.self_attn.k_proj.weight"], hf["model.layers.1.self_attn.v_proj.weight"]
-    assert torch.equal(rows[per_group * d:per_group * d + d], k[g * d:(g + 1) * d])
-    assert torch.equal(rows[-d:], v[g * d:(g + 1) * d])
+    assert torch.equal(rows[per_group * d : per_group * d + d], k[g * d : (g + 1) * d])
+    assert torch.equal(rows[-d:], v[g * d : (g + 1) * d])
 
 
 def test_untied_model_converts_lm_head():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=1, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=256,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(1)
     model = LlamaForCausalLM(cfg)
     s = LlamaShape.from_hf_config(cfg)

@@ -8,8 +8,12 @@ from slime_rl.trainer.losses import LossInputs, policy_loss
 
 
 def inputs(logp, rollout, adv, old=None):
-    return LossInputs(torch.tensor(logp, requires_grad=True), torch.tensor(rollout), torch.tensor(adv),
-                      None if old is None else torch.tensor(old))
+    return LossInputs(
+        torch.tensor(logp, requires_grad=True),
+        torch.tensor(rollout),
+        torch.tensor(adv),
+        None if old is None else torch.tensor(old),
+    )
 
 
 def test_bilateral_masks_outside_the_band_and_on_its_edges():
@@ -162,6 +166,7 @@ def test_normalizer_spreads_the_mean_over_the_whole_step():
     logp, rollout, adv = -torch.rand(6), -torch.rand(6), torch.randn(6)
     cfg = BilateralLoss(eps_low=0.9, eps_high=5.0)
     whole, _ = policy_loss(LossInputs(logp, rollout, adv), cfg)
-    parts = [policy_loss(LossInputs(logp[s], rollout[s], adv[s], normalizer=6), cfg)[0]
-             for s in (slice(0, 2), slice(2, 6))]
+    parts = [
+        policy_loss(LossInputs(logp[s], rollout[s], adv[s], normalizer=6), cfg)[0] for s in (slice(0, 2), slice(2, 6))
+    ]
     assert (parts[0] + parts[1]).item() == pytest.approx(whole.item(), rel=1e-6)

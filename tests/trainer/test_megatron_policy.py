@@ -1,5 +1,6 @@
 """The Megatron-core policy on CPU: the shim's gating and scope, packed forward (block-diagonal mask, position
 reset), the schedule path against forward_logprobs, clear errors on bad input."""
+
 from __future__ import annotations
 
 import subprocess
@@ -77,8 +78,8 @@ def test_packed_logprobs_equal_each_sequence_alone(parallel, tiny_model_path):
         out = policy.forward_logprobs(tokens, pos, cu)[0]
         for s, start in zip(seqs, cu[:-1].tolist()):
             alone = policy.forward_logprobs(s[None], torch.arange(len(s))[None], torch.tensor([0, len(s)]))[0]
-            assert torch.allclose(out[start:start + len(s)], alone, atol=1e-5)
-            assert torch.allclose(out[start:start + len(s) - 1], _ref_logprobs(hf, s), atol=1e-5)
+            assert torch.allclose(out[start : start + len(s)], alone, atol=1e-5)
+            assert torch.allclose(out[start : start + len(s) - 1], _ref_logprobs(hf, s), atol=1e-5)
             assert out[start + len(s) - 1] == 0.0
 
 
@@ -107,8 +108,10 @@ def test_a_branch_sees_its_shared_prefix_and_itself_only():
 def test_forward_backward_schedule_matches_forward_logprobs(parallel, tiny_model_path):
     """The schedule path (what pipeline parallel uses) gives the same logprobs and gradients as a plain backward."""
     policy = MegatronPolicy.from_hf(tiny_model_path, TrainerConfig(lr=1e-3))
-    batches = [(torch.tensor([[3, 4, 5, 6]]), torch.tensor([[0, 1, 2, 3]]), torch.tensor([0, 4])),
-               (torch.tensor([[9, 8, 7, 1, 2]]), torch.tensor([[0, 1, 2, 0, 1]]), torch.tensor([0, 3, 5]))]
+    batches = [
+        (torch.tensor([[3, 4, 5, 6]]), torch.tensor([[0, 1, 2, 3]]), torch.tensor([0, 4])),
+        (torch.tensor([[9, 8, 7, 1, 2]]), torch.tensor([[0, 1, 2, 0, 1]]), torch.tensor([0, 3, 5])),
+    ]
     for b in batches:
         (-policy.forward_logprobs(*b).sum()).backward()
     plain = [p.main_grad.clone() for p in policy.model.parameters()]
@@ -131,8 +134,9 @@ def test_adam_steps_with_torchs_fused_kernel_and_the_usual_update(parallel, tiny
     params = [p for g in groups for p in g["params"]]
     initial = [p.detach().clone() for p in params]
     shadow = [p.detach().clone().requires_grad_() for p in params]
-    ref = torch.optim.AdamW(shadow, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay,
-                            foreach=False)
+    ref = torch.optim.AdamW(
+        shadow, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay, foreach=False
+    )
     batch = (torch.tensor([[3, 4, 5, 6, 9]]), torch.tensor([[0, 1, 2, 3, 4]]), torch.tensor([0, 5]))
     for _ in range(2):
         (-policy.forward_logprobs(*batch).sum()).backward()
@@ -156,8 +160,9 @@ def test_bfloat16_policy_trains_in_mixed_precision(parallel, tiny_model_path):
     float32 model's, and steps that raise a sequence's likelihood do raise it."""
     policy = MegatronPolicy.from_hf(tiny_model_path, TrainerConfig(lr=1e-2, grad_clip=0.0), dtype=torch.bfloat16)
     assert {p.dtype for p in policy.model.parameters()} == {torch.bfloat16}
-    assert {p.dtype for inner in torch_optimizers(policy.optimizer) for g in inner.param_groups
-            for p in g["params"]} == {torch.float32}
+    assert {
+        p.dtype for inner in torch_optimizers(policy.optimizer) for g in inner.param_groups for p in g["params"]
+    } == {torch.float32}
     hf = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
     seq = torch.tensor([5, 17, 300, 41, 9, 77, 3])
     batch = (seq[None], torch.arange(len(seq))[None], torch.tensor([0, len(seq)]))

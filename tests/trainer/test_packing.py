@@ -1,8 +1,7 @@
 import pytest
+from trainer_helpers import traj
 
 from slime_rl.trainer.packing import balanced_bins, budget_fill, first_fit_decreasing, pack, padding_waste
-
-from trainer_helpers import traj
 
 
 def test_pack_respects_budget_and_keeps_every_token():
@@ -57,8 +56,10 @@ def test_a_groups_shared_prompt_is_packed_once_with_one_branch_per_member():
         assert b.tokens[0, start].item() == t.prompt_ids[-1]
         assert b.position_ids[0, start].item() == len(t.prompt_ids) - 1
         n = len(t.response_ids)
-        assert b.tokens[0, start + 1:start + 1 + n].tolist() == t.response_ids
-        assert b.position_ids[0, start + 1:start + 1 + n].tolist() == list(range(len(t.prompt_ids), len(t.prompt_ids) + n))
+        assert b.tokens[0, start + 1 : start + 1 + n].tolist() == t.response_ids
+        assert b.position_ids[0, start + 1 : start + 1 + n].tolist() == list(
+            range(len(t.prompt_ids), len(t.prompt_ids) + n)
+        )
     # three branches continue the prefix segment; the flat sequence and the prefix continue nothing
     assert b.prefix_of.tolist() == [-1, 0, 0, 0, -1]
 

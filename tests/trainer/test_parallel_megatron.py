@@ -1,6 +1,7 @@
 """TP2 == TP1, DP2 == DP1 (also with the distributed optimizer) and PP2 (megatron's pipeline schedule) == PP1: same
 losses, grad norms and weights after two optimizer steps. Every layout runs in its own process group (gloo, spawned
 processes on a free loopback port)."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,7 @@ def _packed(seqs: list[list[int]]):
     return tokens, pos, cu
 
 
-def _worker(rank: int, world: int, port: int, tp: int, pp: int, dp: int, dist_opt: bool, model: str,
-            out: str) -> None:
+def _worker(rank: int, world: int, port: int, tp: int, pp: int, dp: int, dist_opt: bool, model: str, out: str) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch.distributed as dist
@@ -37,8 +37,7 @@ def _worker(rank: int, world: int, port: int, tp: int, pp: int, dp: int, dist_op
     init_parallel(tp, pp, dp, rank=rank, world_size=world, master_port=port)
     from megatron.core import parallel_state
 
-    policy = MegatronPolicy.from_hf(model, TrainerConfig(lr=1e-2, grad_clip=1.0,
-                                                         use_distributed_optimizer=dist_opt))
+    policy = MegatronPolicy.from_hf(model, TrainerConfig(lr=1e-2, grad_clip=1.0, use_distributed_optimizer=dist_opt))
     dp_rank = parallel_state.get_data_parallel_rank()
     mine = [BATCHES[dp_rank]] if dp == 2 else BATCHES
     record = {"loss": [], "grad_norm": []}
@@ -51,6 +50,7 @@ def _worker(rank: int, world: int, port: int, tp: int, pp: int, dp: int, dist_op
                 loss.backward()
                 total += loss.detach()
         else:  # the pipeline schedule: losses exist on the last stage only
+
             def loss_fn(lp, k):
                 loss = -lp.sum() / 10.0 / len(mine)
                 return loss, {"loss": loss.detach()}
@@ -71,8 +71,7 @@ def run_layout(tmp: Path, model: Path, tp: int = 1, pp: int = 1, dp: int = 1, di
     out = tmp / f"tp{tp}_pp{pp}_dp{dp}_do{int(dist_opt)}"
     out.mkdir()
     world = tp * pp * dp
-    mp.spawn(_worker, args=(world, free_port(), tp, pp, dp, dist_opt, str(model), str(out)), nprocs=world,
-             join=True)
+    mp.spawn(_worker, args=(world, free_port(), tp, pp, dp, dist_opt, str(model), str(out)), nprocs=world, join=True)
     return torch.load(out / "result.pt", weights_only=False)
 
 

@@ -1,13 +1,17 @@
 import pytest
+from trainer_helpers import group, traj
 
+from slime_rl.staleness import StalenessRule
 from slime_rl.trainer.staleness import StalenessFilter
 from slime_rl.trajectory import Status, TrajectoryGroup
 
-from trainer_helpers import group, traj
+
+def rule(tau: int) -> StalenessRule:
+    return StalenessRule(tau=tau, groups_per_step=1)
 
 
 def test_keeps_pads_and_drops_with_counts():
-    f = StalenessFilter(tau=2)
+    f = StalenessFilter(rule(2))
     fresh = group("a", [5, 5, 4, 4])  # lags 1, 1, 2, 2: all within tau at version 6 (lag == tau is kept)
     mostly = group("b", [5, 5, 5, 1])  # 3 of 4 valid: the stale slot is padded
     half = group("c", [5, 5, 1, 1])  # exactly half valid: not more than half, dropped
@@ -27,17 +31,17 @@ def test_keeps_pads_and_drops_with_counts():
 
 def test_failed_samples_are_invalid_and_padded_over():
     g = TrajectoryGroup(group_id="f", trajectories=[traj("f"), traj("f", status=Status.FAILED), traj("f")])
-    rep = StalenessFilter(tau=0).apply([g], trainer_version=0)
+    rep = StalenessFilter(rule(0)).apply([g], trainer_version=0)
     assert rep.dropped_invalid == 1 and rep.kept == 2 and rep.padded == 1
     assert 0 not in rep.lag_hist or rep.lag_hist[0] == 2  # invalid ones are not in the histogram
 
 
 def test_tau_zero_keeps_only_the_current_version_and_future_is_not_stale():
-    rep = StalenessFilter(tau=0).apply([group("a", [3, 3, 4]), group("b", [2, 2, 3])], trainer_version=3)
+    rep = StalenessFilter(rule(0)).apply([group("a", [3, 3, 4]), group("b", [2, 2, 3])], trainer_version=3)
     assert [g.group_id for g in rep.kept_groups] == ["a"] and rep.dropped_stale == 2
     assert rep.lag_hist == {0: 4, 1: 2}
 
 
 def test_negative_tau_is_rejected():
     with pytest.raises(ValueError, match="tau"):
-        StalenessFilter(-1)
+        rule(-1)

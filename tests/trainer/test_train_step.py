@@ -1,17 +1,17 @@
 """The train step on the tiny random Llama through the Megatron policy: it learns in the direction of the
 advantages, its micro-batching does not change the gradient, pi_old from the step's own forward is exact, every
 loss variant gives the on-policy gradient at staleness 0, the KL reference, and stale batches are not trained."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from trainer_helpers import BAD, GOOD, PROMPT, on_policy_group, seq_logprobs
 
 from slime_rl.config import RunConfig
 from slime_rl.trainer.parallel import init_parallel
 from slime_rl.trainer.policy import MegatronPolicy
 from slime_rl.trainer.train_step import plan_step, train_step
-
-from trainer_helpers import BAD, GOOD, PROMPT, on_policy_group, seq_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,15 @@ def parallel():
     init_parallel()
 
 
-def config(tiny_model_path, **loss) -> RunConfig:
-    return RunConfig.model_validate({"model": {"path": str(tiny_model_path)},
-                                     "trainer": {"lr": 1e-2, "micro_batch_tokens": 64, "grad_clip": 0.0},
-                                     "loss": {"kind": "bilateral", **loss}})
+def config(tiny_model_path, staleness_tau: int = 2, **loss) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "model": {"path": str(tiny_model_path)},
+            "rollout": {"staleness_tau": staleness_tau},
+            "trainer": {"lr": 1e-2, "micro_batch_tokens": 64, "grad_clip": 0.0},
+            "loss": {"kind": "bilateral", **loss},
+        }
+    )
 
 
 def test_step_moves_logprobs_toward_the_advantage(parallel, tiny_model_path):

@@ -1,4 +1,5 @@
 """Hand-made trajectories and groups for the trainer tests."""
+
 from __future__ import annotations
 
 import torch
@@ -6,12 +7,27 @@ import torch
 from slime_rl.trajectory import Status, Trajectory, TrajectoryGroup
 
 
-def traj(gid: str, version: int = 0, n: int = 3, status: Status = Status.COMPLETED, prompt: int = 2,
-         reward: float = 0.0, tokens: list[int] | None = None, logprob: float = -1.0) -> Trajectory:
+def traj(
+    gid: str,
+    version: int = 0,
+    n: int = 3,
+    status: Status = Status.COMPLETED,
+    prompt: int = 2,
+    reward: float = 0.0,
+    tokens: list[int] | None = None,
+    logprob: float = -1.0,
+) -> Trajectory:
     response = tokens if tokens is not None else [2] * n
-    return Trajectory(group_id=gid, prompt_ids=[1] * prompt, response_ids=response, loss_mask=[1] * len(response),
-                      rollout_logprobs=[logprob] * len(response), versions=[version] * len(response),
-                      status=status, reward=reward)
+    return Trajectory(
+        group_id=gid,
+        prompt_ids=[1] * prompt,
+        response_ids=response,
+        loss_mask=[1] * len(response),
+        rollout_logprobs=[logprob] * len(response),
+        versions=[version] * len(response),
+        status=status,
+        reward=reward,
+    )
 
 
 def group(gid: str, versions: list[int], **kw) -> TrajectoryGroup:
@@ -26,7 +42,7 @@ def seq_logprobs(policy, prompt: list[int], response: list[int]) -> list[float]:
     ids = torch.tensor([prompt + response])
     with torch.no_grad():
         lp = policy.forward_logprobs(ids, torch.arange(ids.shape[1])[None], torch.tensor([0, ids.shape[1]]))
-    return lp[0, len(prompt) - 1:-1].tolist()
+    return lp[0, len(prompt) - 1 : -1].tolist()
 
 
 def on_policy_group(policy, gid: str, version: int = 0) -> TrajectoryGroup:
@@ -34,9 +50,17 @@ def on_policy_group(policy, gid: str, version: int = 0) -> TrajectoryGroup:
     trajs = []
     for response, reward in ((GOOD, 1.0), (BAD, 0.0), (GOOD, 1.0), (BAD + [7], 0.0)):
         n = len(response)
-        trajs.append(Trajectory(group_id=gid, prompt_ids=PROMPT, response_ids=response, loss_mask=[1] * n,
-                                rollout_logprobs=seq_logprobs(policy, PROMPT, response), versions=[version] * n,
-                                reward=reward))
+        trajs.append(
+            Trajectory(
+                group_id=gid,
+                prompt_ids=PROMPT,
+                response_ids=response,
+                loss_mask=[1] * n,
+                rollout_logprobs=seq_logprobs(policy, PROMPT, response),
+                versions=[version] * n,
+                reward=reward,
+            )
+        )
     return TrajectoryGroup(group_id=gid, trajectories=trajs)
 
 
