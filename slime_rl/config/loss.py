@@ -64,6 +64,12 @@ def _kind(value: Any) -> str | None:
 
 
 DEFAULT_KIND = "bilateral"
-_KINDS = (BilateralLoss, IcePopLoss, TISLoss, DecoupledLoss, NoCorrectionLoss)
-LOSS_KINDS = tuple(k.model_fields["kind"].default for k in _KINDS)
-LossConfig = Annotated[tuple(Annotated[k, Tag(k.model_fields["kind"].default)] for k in _KINDS), Discriminator(_kind)]
+LOSS_KINDS = ("bilateral", "icepop", "tis", "decoupled", "none")
+LossConfig = Annotated[
+    Annotated[BilateralLoss, Tag("bilateral")]
+    | Annotated[IcePopLoss, Tag("icepop")]
+    | Annotated[TISLoss, Tag("tis")]
+    | Annotated[DecoupledLoss, Tag("decoupled")]
+    | Annotated[NoCorrectionLoss, Tag("none")],
+    Discriminator(_kind),
+]
