@@ -55,7 +55,8 @@ def control_actions(run_dir) -> list[str]:
 
 def drained(run_dir) -> bool:
     buffer = [r for r in records(run_dir) if r["kind"] == "buffer"]
-    return bool(buffer) and buffer[-1]["depth"] < 2  # rollout.groups_per_step in tiny_overrides
+    # entries never handed to the trainer (depth counts the pending ones too: trained, not yet checkpointed)
+    return bool(buffer) and buffer[-1]["depth"] - buffer[-1]["pending"] < 2  # groups_per_step in tiny_overrides
 
 
 def wait_until(condition, proc, timeout: float = 300) -> None:

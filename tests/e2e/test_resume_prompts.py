@@ -46,7 +46,8 @@ def consumed_blocks(run_dir) -> list[set[int]]:
     return [set(prompts[i : i + GPS]) for i in range(0, len(prompts), GPS)]
 
 
-def kill_trainer_then_resume(math_config, args, run_dir, log, kill_at: int, before_kill=None) -> None:
+def kill_trainer_then_resume(math_config, args, run_dir, log, kill_at: int, before_kill=None) -> str:
+    """Kill the trainer once it reached `kill_at`, resume the run to its end; the resumed run's console output."""
     proc = start_train(args, log)
     try:
         if before_kill:
@@ -59,6 +60,7 @@ def kill_trainer_then_resume(math_config, args, run_dir, log, kill_at: int, befo
             proc.kill()
     resumed = run_train(["--resume", str(run_dir), math_config])
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return resumed.stdout
 
 
 @pytest.mark.slow
@@ -92,7 +94,8 @@ def test_async_resume_neither_skips_nor_repeats_prompts(math_config, tiny_model_
             assert proc.poll() is None and time.monotonic() < deadline, "the rollout worker was not restarted"
             time.sleep(0.2)
 
-    kill_trainer_then_resume(math_config, args, run_dir, tmp_path / "first.log", 5, kill_rollout_worker)
+    resumed = kill_trainer_then_resume(math_config, args, run_dir, tmp_path / "first.log", 5, kill_rollout_worker)
+    assert "engines hold the resumed policy version 4" in resumed
     assert read_summary(run_dir)["final_version"] == steps
     assert consumed_blocks(run_dir) == expected_blocks(rows, steps)  # every prompt of the epoch, once, in order
 
@@ -100,8 +103,9 @@ def test_async_resume_neither_skips_nor_repeats_prompts(math_config, tiny_model_
 @pytest.mark.slow
 def test_sync_resume_uses_the_prompts_an_uninterrupted_run_would(math_config, tiny_model_path, tmp_path):
     """Two rollout workers (each its own share of the order); the trainer is killed after step 3, the run resumes
-    from the step-2 checkpoint. staleness_tau 0: the resumed run's engines must get the checkpoint's weights before
-    its first rollout, or every group it makes is too stale to train."""
+    from the step-2 checkpoint, whose weights reach the engines before anything is sampled. staleness_tau is wide:
+    the groups made for step 4 before the kill are still in the buffer and the first batch made after the resume is
+    trained behind them; a tight tau would drop it as stale and consume more prompts than an uninterrupted run."""
     run_dir, steps = tmp_path / "run", 6
     rows = write_prompts(tmp_path / "prompts.jsonl", 20)
     args = [
@@ -116,12 +120,13 @@ def test_sync_resume_uses_the_prompts_an_uninterrupted_run_would(math_config, ti
                 "rollout.num_workers": 2,
                 "rollout.groups_per_step": GPS,
                 "rollout.over_provision": 1.0,
-                "rollout.staleness_tau": 0,
+                "rollout.staleness_tau": 8,
                 "trainer.max_steps": steps,
                 "trainer.checkpoint_every": 2,
             },
         ),
     ]
-    kill_trainer_then_resume(math_config, args, run_dir, tmp_path / "first.log", 3)
+    resumed = kill_trainer_then_resume(math_config, args, run_dir, tmp_path / "first.log", 3)
+    assert "engines hold the resumed policy version 2" in resumed
     assert read_summary(run_dir)["final_version"] == steps
     assert consumed_blocks(run_dir) == expected_blocks(rows, steps)
