@@ -19,6 +19,7 @@ def build_rootfs(target: Path = ROOTFS, suite: str = "bookworm") -> Path:
     if (target / "usr/bin/python3").exists():
         return target
     tmp = target.with_name(target.name + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no .cache/ (the model lives elsewhere)
     subprocess.run(["rm", "-rf", str(tmp)], check=True)
     subprocess.run(
         ["debootstrap", "--variant=minbase", "--include=python3-minimal,python3-pytest", suite, str(tmp), MIRROR],
